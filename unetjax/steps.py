@@ -1,0 +1,117 @@
+"""Pure train and eval steps over a split NNX model, for `jax.jit` with explicit shardings.
+
+The model is split once into a static `graphdef` and pytrees of state (flax's performance guide:
+`nnx.split` / `nnx.merge` around a plain `jax.jit`), so a step is a pure function of pytrees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from unetjax import losses, metrics
+from unetjax.nested_unet import NestedUNet
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes: parameters, other model state (batch statistics, dropout RNG
+    counters), optimizer state and the step count."""
+
+    step: jax.Array
+    params: nnx.State
+    model_state: nnx.State
+    opt_state: optax.OptState
+
+
+def create_train_state(model: NestedUNet,
+                       optimizer: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+        opt_state=optimizer.init(params),
+    )
+    return graphdef, state
+
+
+def merge_model(graphdef: nnx.GraphDef, state: TrainState) -> NestedUNet:
+    return nnx.merge(graphdef, state.params, state.model_state)
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *,
+                    output_activation: str = "sigmoid",
+                    head_weights: Sequence[float] | None = None,
+                    schedule: optax.Schedule | None = None,
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """One step of summed deep-supervision loss, gradient and optimizer update.
+
+    A non-finite loss leaves the state unchanged and reports `finite = False`, so the caller can
+    stop with the last good state intact.
+    """
+
+    def loss_fn(params, model_state, batch):
+        model = nnx.merge(graphdef, params, model_state)
+        head_logits = model(batch["image"], train=True)
+        total, per_head = losses.deep_supervision_loss(
+            head_logits, batch["mask"], output_activation=output_activation,
+            head_weights=head_weights, weight=batch.get("weight"),
+        )
+        return total, (per_head, nnx.state(model, nnx.Not(nnx.Param)))
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        (loss, (per_head, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.model_state, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss)
+        updated = TrainState(step=state.step + 1, params=params, model_state=model_state,
+                             opt_state=opt_state)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+        step_metrics = {
+            "loss": loss,
+            "loss_per_head": per_head,
+            "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(params),
+            "finite": finite,
+        }
+        if schedule is not None:
+            step_metrics["learning_rate"] = schedule(state.step)
+        return new_state, step_metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef, *, output_activation: str = "sigmoid",
+                   threshold: float = 0.5,
+                   ) -> Callable[[TrainState, Batch], dict[str, Any]]:
+    """Loss per head and confusion counts per image for every head and for accurate mode
+    (the mean of all heads' probabilities)."""
+
+    def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
+        model = merge_model(graphdef, state)
+        head_logits = model(batch["image"], train=False)
+        _, per_head = losses.deep_supervision_loss(
+            head_logits, batch["mask"], output_activation=output_activation,
+            weight=batch.get("weight"),
+        )
+        probabilities = [model.probabilities(logits) for logits in head_logits]
+        counts = [
+            metrics.confusion_counts(p, batch["mask"], output_activation=output_activation,
+                                     threshold=threshold)
+            for p in probabilities
+        ]
+        accurate = sum(probabilities[1:], probabilities[0]) / len(probabilities)
+        accurate_counts = metrics.confusion_counts(
+            accurate, batch["mask"], output_activation=output_activation, threshold=threshold)
+        return {"loss_per_head": per_head, "counts_per_head": jnp.stack(counts),
+                "accurate_counts": accurate_counts}
+
+    return eval_step
