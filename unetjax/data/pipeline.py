@@ -1,0 +1,123 @@
+"""grain pipelines over the TFDS array_record sources: training batches and eval passes."""
+
+import math
+from collections.abc import Iterator
+
+import grain
+import ml_collections
+import numpy as np
+
+from unetjax.data import catalog, examples, transforms
+from unetjax.data.datasets import BUILDERS, DatasetInfo, open_builder
+from unetjax.data.errors import DataError
+
+
+def _split_name(data_config: ml_collections.ConfigDict, split: str) -> str:
+    """Our split names ("train", "validation", "test") as the dataset spells them."""
+    if data_config.name in BUILDERS:
+        return split
+    names = {"train": "train_split", "validation": "val_split", "test": "test_split"}
+    return data_config[names[split]] if split in names else split
+
+
+def _source(
+    data_config: ml_collections.ConfigDict, split: str
+) -> tuple[grain.MapDataset, DatasetInfo]:
+    """A split as examples with image, mask and (if needed) instances."""
+    info, reader = open_builder(data_config)
+    name = _split_name(data_config, split)
+    if name not in reader.info.splits:
+        raise DataError(f"{info.name} has no split {name!r}; it has {sorted(reader.info.splits)}")
+    dataset = grain.MapDataset.source(reader.as_data_source(split=name))
+    if data_config.name not in BUILDERS:
+        dataset = dataset.map(
+            catalog.ToExample(data_config.image_key, data_config.mask_key, data_config.label_offset)
+        )
+    if data_config.border_weights and "instances" not in reader.info.features:
+        dataset = dataset.map(
+            lambda e: {**e, "instances": examples.connected_components(e["mask"] > 0)}
+        )
+    return dataset, info
+
+
+def _shard(dataset: grain.MapDataset, process_index: int, process_count: int) -> grain.MapDataset:
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} for process_count={process_count}")
+    return dataset[process_index::process_count]
+
+
+def train_iterator(
+    data_config: ml_collections.ConfigDict,
+    *,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.DatasetIterator:
+    """Infinite, seeded, augmented (batch_size, *patch_size, ...) batches of this process.
+
+    The iterator's `get_state()` is a JSON-serialisable dict; `set_state` resumes exactly.
+    Resume with the same num_workers: the state's layout depends on it.
+    """
+    dataset, info = _source(data_config, "train")
+    dataset = _shard(dataset, process_index, process_count)
+    if len(dataset) == 0:
+        raise DataError(f"process {process_index} of {process_count} has no training examples")
+    # Shard, then shuffle and repeat: each epoch of this shard in a new seeded order.
+    dataset = dataset.shuffle(seed=seed).repeat(None)
+    dataset = dataset.random_map(
+        transforms.TrainTransform(data_config, info.task == "multilabel"), seed=seed
+    )
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    read = grain.ReadOptions(
+        num_threads=data_config.num_threads, prefetch_buffer_size=data_config.prefetch
+    )
+    iterable = dataset.to_iter_dataset(read)
+    if data_config.num_workers > 0:
+        iterable = iterable.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=data_config.num_workers,
+                per_worker_buffer_size=data_config.prefetch,
+            )
+        )
+    return iter(iterable)
+
+
+def eval_batches(
+    data_config: ml_collections.ConfigDict,
+    split: str,
+    *,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict]:
+    """One deterministic pass over `split`: full images (or eval_patch_size centre crops).
+
+    Every process yields the same number of batches; padding samples (zeros) are marked
+    `valid` False. Full images must share one size within the split for fixed shapes.
+    """
+    dataset, info = _source(data_config, split)
+    num_batches = math.ceil(math.ceil(len(dataset) / process_count) / batch_size)
+    dataset = dataset.map(transforms.EvalTransform(data_config, info.task == "multilabel"))
+    # The split's first example shapes the padding, even on a process left without examples.
+    filler = {key: np.zeros_like(value) for key, value in dataset[0].items()}
+    read = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=batch_size)
+    samples = iter(_shard(dataset, process_index, process_count).to_iter_dataset(read))
+    for _ in range(num_batches):
+        batch = [next(samples, None) for _ in range(batch_size)]
+        yield _pad_batch(batch, filler, split)
+
+
+def _pad_batch(samples: list[dict | None], filler: dict, split: str) -> dict:
+    """Stacks samples, putting zeros where there are none and marking those not valid."""
+    valid = np.array([s is not None for s in samples])
+    for sample in samples:
+        if sample is not None and sample["image"].shape != filler["image"].shape:
+            raise DataError(
+                f"{split}: eval images of sizes {filler['image'].shape[:-1]} and "
+                f"{sample['image'].shape[:-1]}; set data.eval_patch_size for fixed shapes"
+            )
+    batch = {
+        key: np.stack([(s if s is not None else filler)[key] for s in samples]) for key in filler
+    }
+    return {**batch, "valid": valid}
