@@ -120,3 +120,31 @@ def test_processes_share_the_examples_and_the_batch_count(config):
     count_1, shard_1 = real_images(1, 2)
     assert count_0 == count_1 == 2
     assert sorted(shard_0 + shard_1) == sorted(everything) and not set(shard_0) & set(shard_1)
+
+
+def test_worker_processes_give_the_same_batches_and_resume(config):
+    in_process = _take(data.train_iterator(config, batch_size=2, seed=1), 4)
+    workers = config.copy_and_resolve_references()
+    workers.num_workers = 1
+    iterator = data.train_iterator(workers, batch_size=2, seed=1)
+    _assert_same_batches(in_process[:2], _take(iterator, 2))
+    state = json.loads(json.dumps(iterator.get_state()))
+    iterator.close()
+    resumed = data.train_iterator(workers, batch_size=2, seed=1)
+    resumed.set_state(state)
+    _assert_same_batches(in_process[2:], _take(resumed, 2))
+    resumed.close()
+
+
+def test_3d_batches(tmp_path):
+    volumes = data.default_config()
+    volumes.data_dir = str(tmp_path)
+    volumes.spatial_dims, volumes.image_size, volumes.patch_size = 3, 20, (12, 16, 16)
+    volumes.num_train, volumes.num_val, volumes.num_test = 2, 1, 0
+    volumes.border_weights = True
+    batch = next(data.train_iterator(volumes, batch_size=2, seed=0))
+    assert batch["image"].shape == (2, 12, 16, 16, 1) and batch["mask"].shape == (2, 12, 16, 16)
+    assert batch["weight"].shape == (2, 12, 16, 16)
+    evaluation = next(data.eval_batches(volumes, "validation", batch_size=2))
+    assert evaluation["image"].shape == (2, 20, 20, 20, 1)
+    assert evaluation["valid"].tolist() == [True, False]

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import grain
 import ml_collections
 import numpy as np
+from absl import flags
 
 from unetjax.data import catalog, examples, transforms
 from unetjax.data.datasets import BUILDERS, DatasetInfo, open_builder
@@ -74,6 +75,10 @@ def train_iterator(
     )
     iterable = dataset.to_iter_dataset(read)
     if data_config.num_workers > 0:
+        # grain's worker processes read absl flags; outside an absl app (tests, notebooks,
+        # the benchmark) they are unparsed, so use their defaults.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         iterable = iterable.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=data_config.num_workers,
