@@ -1,0 +1,163 @@
+"""Overlap-tile inference (U-Net paper, section 2) for images and volumes of any size.
+
+Plain numpy around a batched `predict_fn`; the same code runs 2D and 3D. The image is first
+mirror-padded at its end to a multiple of `align` (2^D for a network of depth D), as a direct
+prediction is, and every tile starts at a multiple of `align`. Max-pooling then sees the same grid
+in a tile as in the whole image, so away from tile borders a tile predicts exactly what the whole
+image would; near tile borders the convolutions' zero padding differs, and blending with a window
+that falls off towards the tile border (Gaussian, as in nnU-Net) hides it. An image that fits one
+tile is predicted in one call, exactly as without tiling.
+
+Optionally (`border`), the image is mirror-extended on every side first, giving border pixels
+mirrored context as in the U-Net paper; that changes predictions near the image border.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+BLENDS = ("gaussian", "constant")
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+def round_up(size: int, multiple: int) -> int:
+    return -(-size // multiple) * multiple
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Mirror-pads the spatial axes of (*spatial, C) at their end to a multiple of `multiple`.
+
+    Returns the padded image and the slices that crop a prediction back to the input's size.
+    """
+    spatial = image.shape[:-1]
+    padding = [(0, round_up(size, multiple) - size) for size in spatial] + [(0, 0)]
+    crop = tuple(slice(0, size) for size in spatial)
+    if not any(after for _, after in padding):
+        return image, crop
+    return _mirror_pad(image, padding), crop
+
+
+def _mirror_pad(image: np.ndarray, padding: Sequence[tuple[int, int]]) -> np.ndarray:
+    # "reflect" needs two pixels along an axis; a single row or column can only be repeated.
+    mode = "reflect" if min(image.shape[:-1]) > 1 else "edge"
+    return np.pad(image, padding, mode=mode)
+
+
+def tile_starts(size: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Starts of the tiles along one axis: multiples of `align`, first 0, last `size - tile`.
+
+    `size` and `tile` must be multiples of `align`. Neighbouring tiles overlap by at least
+    `overlap` pixels (more where the tiles must spread evenly over the axis).
+    """
+    if size % align or tile % align:
+        raise ValueError(f"size {size} and tile {tile} must be multiples of {align}")
+    if tile >= size:
+        return [0]
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
+    span = size - tile
+    count = math.ceil(span / (tile - overlap)) + 1
+    while True:
+        starts = [round(i * span / (count - 1) / align) * align for i in range(count)]
+        if all(b - a <= tile - overlap for a, b in itertools.pairwise(starts)):
+            return sorted(set(starts))
+        count += 1
+
+
+def blend_window(
+    tile_shape: Sequence[int], blend: str = "gaussian", sigma_scale: float = 1 / 8
+) -> np.ndarray:
+    """Weights (*tile_shape) for blending overlapping tiles.
+
+    "gaussian": a separable Gaussian centred on the tile with sigma = tile * sigma_scale (nnU-Net),
+    scaled to 1 at the centre, so predictions near a tile border, which lack context, count
+    little. "constant": ones (the plain mean of the overlapping tiles).
+    """
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    if blend == "constant":
+        return np.ones(tuple(tile_shape), np.float32)
+    window = np.ones((), np.float64)
+    for size in tile_shape:
+        centre = (size - 1) / 2
+        sigma = max(size * sigma_scale, 1e-6)
+        profile = np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
+        # Every pixel keeps some weight (at an image corner only one tile covers it). The floor
+        # is per axis, not on the product, which would flatten the weights near a corner,
+        # where all of them are small, into a constant blend.
+        window = np.multiply.outer(window, np.maximum(profile / profile.max(), 1e-6))
+    return window.astype(np.float32)
+
+
+def predict_tiled(
+    predict_fn: PredictFn,
+    image: np.ndarray,
+    *,
+    tile: int | Sequence[int],
+    overlap: int | Sequence[int] = 0,
+    align: int = 1,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    border: int = 0,
+) -> np.ndarray:
+    """Probabilities (*spatial, K) of an image (*spatial, C) of any size, predicted tile by tile.
+
+    predict_fn: (batch, *tile_shape, C) -> (batch, *tile_shape, K); it is always called with
+      `batch_size` tiles (the last batch is filled up by repeating a tile), so a jit-compiled
+      function compiles once.
+    tile, overlap: per spatial axis (an int applies to every axis). Tiles are rounded up to a
+      multiple of `align` and shrunk to the (padded) image where it is smaller.
+    border: pixels of mirrored context added on every side before tiling (U-Net paper).
+    """
+    spatial_dims = image.ndim - 1
+    tile_shape = _per_axis(tile, spatial_dims, "tile")
+    overlaps = _per_axis(overlap, spatial_dims, "overlap")
+    if border:
+        image = _mirror_pad(image, [(border, border)] * spatial_dims + [(0, 0)])
+    padded, crop = pad_to_multiple(image, align)
+    size = padded.shape[:-1]
+    tile_shape = tuple(min(round_up(t, align), s) for t, s in zip(tile_shape, size, strict=True))
+    starts_per_axis = [
+        tile_starts(s, t, min(o, t - 1), align)
+        for s, t, o in zip(size, tile_shape, overlaps, strict=True)
+    ]
+    corners = list(itertools.product(*starts_per_axis))
+
+    if len(corners) == 1:
+        prediction = np.asarray(predict_fn(padded[None]))[0]
+    else:
+        window = blend_window(tile_shape, blend)
+        total = None
+        weight = np.zeros(size, np.float32)
+        for first in range(0, len(corners), batch_size):
+            chunk = corners[first : first + batch_size]
+            regions = [
+                tuple(slice(c, c + t) for c, t in zip(corner, tile_shape, strict=True))
+                for corner in chunk
+            ]
+            tiles = [padded[region] for region in regions]
+            tiles += [tiles[-1]] * (batch_size - len(tiles))
+            probabilities = np.asarray(predict_fn(np.stack(tiles)), np.float32)
+            if total is None:
+                total = np.zeros((*size, probabilities.shape[-1]), np.float32)
+            for region, tile_probabilities in zip(regions, probabilities, strict=False):
+                total[region] += tile_probabilities * window[..., None]
+                weight[region] += window
+        prediction = total / weight[..., None]
+    prediction = prediction[crop]
+    if border:
+        prediction = prediction[tuple(slice(border, -border) for _ in range(spatial_dims))]
+    return prediction
+
+
+def _per_axis(value: int | Sequence[int], spatial_dims: int, name: str) -> tuple[int, ...]:
+    values = (value,) * spatial_dims if isinstance(value, int | np.integer) else tuple(value)
+    if len(values) != spatial_dims:
+        raise ValueError(f"{name}={value!r}: expected an int or {spatial_dims} ints")
+    if any(v < 0 for v in values) or (name == "tile" and any(v < 1 for v in values)):
+        raise ValueError(f"{name}={value!r} must be positive")
+    return tuple(int(v) for v in values)
