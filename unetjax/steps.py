@@ -58,6 +58,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     """
 
     def loss_fn(params, model_state, batch):
+        # Fresh Variables at the grad trace level: batch statistics are updated inside it.
+        model_state = jax.tree.map(lambda value: value, model_state)
         model = nnx.merge(graphdef, params, model_state)
         head_logits = model(batch["image"], train=True)
         total, per_head = losses.deep_supervision_loss(
@@ -92,16 +94,17 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 def make_eval_step(graphdef: nnx.GraphDef, *, output_activation: str = "sigmoid",
                    threshold: float = 0.5,
                    ) -> Callable[[TrainState, Batch], dict[str, Any]]:
-    """Loss per head and confusion counts per image for every head and for accurate mode
-    (the mean of all heads' probabilities)."""
+    """Per image: the loss of every head (batch, heads), and confusion counts of every head
+    (heads, batch, classes, 4) and of accurate mode, the mean of all heads' probabilities."""
 
     def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
         model = merge_model(graphdef, state)
         head_logits = model(batch["image"], train=False)
-        _, per_head = losses.deep_supervision_loss(
-            head_logits, batch["mask"], output_activation=output_activation,
-            weight=batch.get("weight"),
-        )
+        per_example = jax.vmap(
+            lambda logits, mask, weight: losses.deep_supervision_loss(
+                tuple(h[None] for h in logits), mask[None], output_activation=output_activation,
+                weight=None if weight is None else weight[None])[1]
+        )(head_logits, batch["mask"], batch.get("weight"))
         probabilities = [model.probabilities(logits) for logits in head_logits]
         counts = [
             metrics.confusion_counts(p, batch["mask"], output_activation=output_activation,
@@ -111,7 +114,7 @@ def make_eval_step(graphdef: nnx.GraphDef, *, output_activation: str = "sigmoid"
         accurate = sum(probabilities[1:], probabilities[0]) / len(probabilities)
         accurate_counts = metrics.confusion_counts(
             accurate, batch["mask"], output_activation=output_activation, threshold=threshold)
-        return {"loss_per_head": per_head, "counts_per_head": jnp.stack(counts),
+        return {"loss_per_head": per_example, "counts_per_head": jnp.stack(counts),
                 "accurate_counts": accurate_counts}
 
     return eval_step
