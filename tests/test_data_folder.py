@@ -4,6 +4,7 @@ import pathlib
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 import tifffile
 from PIL import Image
 
@@ -207,3 +208,52 @@ def test_catalog_dataset_without_tensorflow_is_a_clear_error(tmp_path):
     config.task, config.num_classes = "multiclass", 3
     with pytest.raises(data.DataError, match="TensorFlow"):
         data.prepare(config)
+
+
+class PetsLikeCatalog(tfds.core.GeneratorBasedBuilder):
+    """A catalog-style dataset: other feature names, trimap labels 1..3, an (H, W, 1) mask."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    code_path = None  # nothing to download, no checksums file
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "photo": tfds.features.Tensor(shape=(12, 12, 3), dtype=np.uint8),
+                    "trimap": tfds.features.Tensor(shape=(12, 12, 1), dtype=np.uint8),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(3), "test": self._generate_examples(1)}
+
+    def _generate_examples(self, count):
+        for i in range(count):
+            trimap = np.ones((12, 12, 1), np.uint8)
+            trimap[4:8], trimap[8:] = 2, 3
+            yield i, {"photo": np.full((12, 12, 3), 60 * i, np.uint8), "trimap": trimap}
+
+
+def test_prepared_catalog_dataset_is_read_without_tensorflow(tmp_path):
+    PetsLikeCatalog(data_dir=tmp_path, file_format="array_record").download_and_prepare(
+        download_dir=tmp_path / "downloads"
+    )
+    config = data.default_config()
+    config.name, config.data_dir = "pets_like_catalog", str(tmp_path)
+    config.image_key, config.mask_key, config.label_offset = "photo", "trimap", 1
+    config.task, config.num_classes, config.patch_size = "multiclass", 3, (8, 8)
+    info = data.prepare(config)
+    assert (info.in_channels, info.split_sizes) == (3, {"train": 3, "test": 1})
+    batch = next(data.eval_batches(config, "test", batch_size=1))
+    expected = np.zeros((12, 12), np.int32)
+    expected[4:8], expected[8:] = 1, 2
+    np.testing.assert_array_equal(batch["mask"][0], expected)
+    assert batch["image"].shape == (1, 12, 12, 3) and batch["image"].max() == 0.0
+    assert set(np.unique(next(data.train_iterator(config, batch_size=2, seed=0))["mask"])) <= {
+        0,
+        1,
+        2,
+    }
