@@ -53,11 +53,16 @@ def test_unet3plus_full_scale_skips():
     assert edges(graph) == {
         **ENCODER_D2,
         "x_1_1": [("x_0_0", "pool", 2), ("x_1_0", "identity", 1), ("x_2_0", "interpolate", 2)],
-        "x_0_2": [("x_0_0", "identity", 1), ("x_1_1", "interpolate", 2),
-                  ("x_2_0", "interpolate", 4)],
+        "x_0_2": [
+            ("x_0_0", "identity", 1),
+            ("x_1_1", "interpolate", 2),
+            ("x_2_0", "interpolate", 4),
+        ],
     }
     assert [(h.source, h.factor, h.kernel_size) for h in graph.heads] == [
-        ("x_1_1", 2, 3), ("x_0_2", 1, 3)]
+        ("x_1_1", 2, 3),
+        ("x_0_2", 1, 3),
+    ]
 
 
 @pytest.mark.parametrize("architecture", g.ARCHITECTURES)

@@ -43,8 +43,10 @@ def conv(k, c_in, c_out, dims=2):
 
 def test_unet3plus_parameter_count_matches_a_hand_formula():
     filters, cat = (32, 64, 128, 256, 512), 64
-    encoder = sum(conv(3, c_in, c) + conv(3, c, c)
-                  for c_in, c in zip((1, *filters[:-1]), filters, strict=True))
+    encoder = sum(
+        conv(3, c_in, c) + conv(3, c, c)
+        for c_in, c in zip((1, *filters[:-1]), filters, strict=True)
+    )
     decoder_width = cat * 5
     decoder = 0
     for level in range(4):
@@ -89,8 +91,9 @@ def test_accurate_mode_is_the_mean_of_head_probabilities(tiny_unetpp, image):
 
 
 def test_softmax_output_probabilities_sum_to_one():
-    model = nu.UNetPlusPlus(filters=TINY, num_classes=3, output_activation="softmax",
-                            rngs=nnx.Rngs(0))
+    model = nu.UNetPlusPlus(
+        filters=TINY, num_classes=3, output_activation="softmax", rngs=nnx.Rngs(0)
+    )
     probabilities = model.predict(jnp.ones((1, 16, 16, 1)), mode="accurate")
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
 
@@ -111,7 +114,13 @@ def test_pruned_model_holds_only_the_subgraph_state(tiny_unetpp):
     full_paths = {path for path, _ in nnx.to_flat_state(nnx.state(tiny_unetpp))}
     assert paths < full_paths
     assert {path[1] for path in paths if path[0] == "nodes"} == {
-        "x_0_0", "x_1_0", "x_2_0", "x_0_1", "x_1_1", "x_0_2"}
+        "x_0_0",
+        "x_1_0",
+        "x_2_0",
+        "x_0_1",
+        "x_1_1",
+        "x_0_2",
+    }
     assert {path[1] for path in paths if path[0] == "heads"} == {"head_2"}
 
 
@@ -120,13 +129,20 @@ def test_pruned_model_holds_only_the_subgraph_state(tiny_unetpp):
 def test_forward_and_backward_in_2d_and_3d(architecture, spatial_dims, size):
     x = jax.random.normal(jax.random.key(0), (2, *(size,) * spatial_dims, 2))
     for deep_supervision in (True, False) if spatial_dims == 2 else (True,):
-        model = nu.create(architecture, filters=TINY, in_channels=2, spatial_dims=spatial_dims,
-                          norm="batch", deep_supervision=deep_supervision, cat_channels=4,
-                          rngs=nnx.Rngs(0))
+        model = nu.create(
+            architecture,
+            filters=TINY,
+            in_channels=2,
+            spatial_dims=spatial_dims,
+            norm="batch",
+            deep_supervision=deep_supervision,
+            cat_channels=4,
+            rngs=nnx.Rngs(0),
+        )
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
         def loss(params, rest, graphdef=graphdef):
-            rest = jax.tree.map(lambda value: value, rest)  # Variables of this trace level
+            rest = jax.tree.map(lambda leaf: leaf, rest)  # Variables of this trace level
             outputs = nnx.merge(graphdef, params, rest)(x, train=True)
             return sum(jnp.mean(o**2) for o in outputs), len(outputs)
 
@@ -151,8 +167,14 @@ def test_batch_norm_statistics_update_only_in_training(image):
 
 @pytest.mark.parametrize("norm", ["none", "instance", "group"])
 def test_other_norms_and_interpolated_upsampling_run(norm):
-    model = nu.UNetPlusPlus(filters=TINY, norm=norm, upsample="interpolate", dropout=0.1,
-                            activation="leaky_relu", rngs=nnx.Rngs(0))
+    model = nu.UNetPlusPlus(
+        filters=TINY,
+        norm=norm,
+        upsample="interpolate",
+        dropout=0.1,
+        activation="leaky_relu",
+        rngs=nnx.Rngs(0),
+    )
     outputs = model(jnp.ones((1, 16, 16, 1)), train=True)
     assert all(np.isfinite(np.asarray(o)).all() for o in outputs)
 

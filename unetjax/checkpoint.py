@@ -31,20 +31,24 @@ def _to_saveable(tree: Any) -> Any:
 
 
 def _abstract_saveable(tree: Any) -> Any:
-    return jax.tree.map(
-        lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, tree)
+    return jax.tree.map(lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, tree)
 
 
 def _from_saveable(restored: Any, target: Any) -> Any:
     return jax.tree.map(
-        lambda value, like: jax.random.wrap_key_data(value, impl=jax.random.key_impl(like))
-        if _is_key(like) else value,
-        restored, target,
+        lambda value, like: (
+            jax.random.wrap_key_data(value, impl=jax.random.key_impl(like))
+            if _is_key(like)
+            else value
+        ),
+        restored,
+        target,
     )
 
 
 def _abstract(tree: Any) -> Any:
     """Shape, dtype and sharding of every leaf, so Orbax restores arrays where they belong."""
+
     def leaf(x):
         sharding = getattr(x, "sharding", None)
         return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
@@ -55,24 +59,36 @@ def _abstract(tree: Any) -> Any:
 class CheckpointManager:
     """Latest-N and best-by-metric checkpoints of one run, saved asynchronously."""
 
-    def __init__(self, directory: str | os.PathLike, *, keep_latest: int = 2,
-                 best_metric: str | None = None, best_mode: str = "max", keep_best: int = 1):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep_latest: int = 2,
+        best_metric: str | None = None,
+        best_mode: str = "max",
+        keep_best: int = 1,
+    ):
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         policies = [checkpoint_managers.LatestN(n=keep_latest)]
         if best_metric:
-            policies.append(checkpoint_managers.BestN(
-                get_metric_fn=lambda metrics: metrics[best_metric],
-                reverse=best_mode == "min", n=keep_best,
-                keep_checkpoints_without_metrics=False,
-            ))
+            policies.append(
+                checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics[best_metric],
+                    reverse=best_mode == "min",
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
         self.best_metric, self.best_mode = best_metric, best_mode
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-            create=True, cleanup_tmp_directories=True,
+            create=True,
+            cleanup_tmp_directories=True,
         )
         self._manager = ocp.CheckpointManager(
-            os.path.abspath(directory), item_names=(STATE, DATA), options=options)
+            os.path.abspath(directory), item_names=(STATE, DATA), options=options
+        )
 
     @property
     def directory(self) -> str:
@@ -87,13 +103,20 @@ class CheckpointManager:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, data_state: dict | None = None,
-             metrics: dict[str, float] | None = None) -> None:
+    def save(
+        self,
+        step: int,
+        state: Any,
+        data_state: dict | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
         """Starts an asynchronous save of `state` (any pytree) and the iterator state."""
-        args = ocp.args.Composite(**{
-            STATE: ocp.args.StandardSave(_to_saveable(state)),
-            DATA: ocp.args.JsonSave(data_state or {}),
-        })
+        args = ocp.args.Composite(
+            **{
+                STATE: ocp.args.StandardSave(_to_saveable(state)),
+                DATA: ocp.args.JsonSave(data_state or {}),
+            }
+        )
         self._manager.save(step, args=args, metrics=metrics, force=True)
         logging.info("checkpoint for step %d started in %s", step, self.directory)
 
@@ -102,10 +125,15 @@ class CheckpointManager:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        restored = self._manager.restore(step, args=ocp.args.Composite(**{
-            STATE: ocp.args.StandardRestore(_abstract(target)),
-            DATA: ocp.args.JsonRestore(),
-        }))
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.StandardRestore(_abstract(target)),
+                    DATA: ocp.args.JsonRestore(),
+                }
+            ),
+        )
         return _from_saveable(restored[STATE], target), dict(restored[DATA] or {})
 
     def wait_until_finished(self) -> None:
@@ -132,9 +160,12 @@ def restore_subtree(directory: str | os.PathLike, target: Any, step: int) -> Any
         raise FileNotFoundError(f"no checkpoint state at {path}")
     with ocp.PyTreeCheckpointer() as checkpointer:
         abstract = _abstract(target)
-        restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-            item=abstract,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-            partial_restore=True,
-        ))
+        restored = checkpointer.restore(
+            path,
+            args=ocp.args.PyTreeRestore(
+                item=abstract,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                partial_restore=True,
+            ),
+        )
     return _from_saveable(restored, target)

@@ -84,7 +84,9 @@ class Graph:
         for node in self.nodes:
             if node.name == name:
                 return node
-        raise KeyError(f"no node {name!r} in the {self.architecture} graph; it has {self.node_names}")
+        raise KeyError(
+            f"no node {name!r} in the {self.architecture} graph; it has {self.node_names}"
+        )
 
     def head(self, depth: int) -> Head:
         for head in self.heads:
@@ -155,8 +157,13 @@ def _unet3plus_decoder(depth: int) -> list[Node]:
                 kind = Resample.INTERPOLATE
             inputs.append(Edge(source, kind, factor))
         nodes.append(
-            Node(node_name(level, depth - level), level, depth - level, tuple(inputs),
-                 Block.FULL_SCALE)
+            Node(
+                node_name(level, depth - level),
+                level,
+                depth - level,
+                tuple(inputs),
+                Block.FULL_SCALE,
+            )
         )
     return nodes
 
@@ -176,8 +183,13 @@ def build_graph(architecture: str, depth: int = 4, *, deep_supervision: bool = T
     if architecture == "unet_3plus":
         nodes += _unet3plus_decoder(depth)
         heads = [
-            Head(f"head_{depth - level}", node_name(level, depth - level), depth - level,
-                 kernel_size=3, factor=2**level)
+            Head(
+                f"head_{depth - level}",
+                node_name(level, depth - level),
+                depth - level,
+                kernel_size=3,
+                factor=2**level,
+            )
             for level in range(depth - 1, -1, -1)
         ]
     else:

@@ -78,7 +78,9 @@ class NetworkSpec:
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+            raise ValueError(
+                f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}"
+            )
         if self.upsample not in UPSAMPLES:
             raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
         if self.output_activation not in ("sigmoid", "softmax"):
@@ -92,11 +94,23 @@ class NetworkSpec:
 class ConvNormAct(nnx.Module):
     """conv (kernel 3 by default) -> optional norm -> activation -> optional dropout."""
 
-    def __init__(self, in_channels: int, out_channels: int, spec: NetworkSpec, *,
-                 kernel_size: int = 3, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        spec: NetworkSpec,
+        *,
+        kernel_size: int = 3,
+        rngs: nnx.Rngs,
+    ):
         self.conv = nnx.Conv(
-            in_channels, out_channels, (kernel_size,) * spec.spatial_dims, padding="SAME",
-            dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs,
+            in_channels,
+            out_channels,
+            (kernel_size,) * spec.spatial_dims,
+            padding="SAME",
+            dtype=spec.dtype,
+            param_dtype=spec.param_dtype,
+            rngs=rngs,
         )
         norm_options = dict(dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs)
         if spec.norm == "batch":
@@ -104,8 +118,9 @@ class ConvNormAct(nnx.Module):
         elif spec.norm == "instance":
             self.norm = nnx.InstanceNorm(out_channels, **norm_options)
         elif spec.norm == "group":
-            self.norm = nnx.GroupNorm(out_channels, num_groups=math.gcd(8, out_channels),
-                                      **norm_options)
+            self.norm = nnx.GroupNorm(
+                out_channels, num_groups=math.gcd(8, out_channels), **norm_options
+            )
         else:
             self.norm = None
         self.activation = ACTIVATIONS[spec.activation]
@@ -131,9 +146,14 @@ class LearnedUpsample(nnx.Module):
         window = 1 if self.interpolate else 2
         layer = nnx.Conv if self.interpolate else nnx.ConvTranspose
         self.conv = layer(
-            in_channels, out_channels, (window,) * spec.spatial_dims,
-            strides=(window,) * spec.spatial_dims, padding="VALID",
-            dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs,
+            in_channels,
+            out_channels,
+            (window,) * spec.spatial_dims,
+            strides=(window,) * spec.spatial_dims,
+            padding="VALID",
+            dtype=spec.dtype,
+            param_dtype=spec.param_dtype,
+            rngs=rngs,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -159,15 +179,22 @@ class DoubleConvNode(nnx.Module):
     An `UP` input has its own learned up-sampling to the node's width, as in the UNet++ code.
     """
 
-    def __init__(self, node: graph_lib.Node, source_channels: dict[str, int], spec: NetworkSpec,
-                 *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        node: graph_lib.Node,
+        source_channels: dict[str, int],
+        spec: NetworkSpec,
+        *,
+        rngs: nnx.Rngs,
+    ):
         width = spec.filters[node.level]
         self.upsamplers = nnx.Dict()
         in_channels = 0
         for edge in node.inputs:
             if edge.resample is Resample.UP:
                 self.upsamplers[edge.source] = LearnedUpsample(
-                    source_channels[edge.source], width, spec, rngs=rngs)
+                    source_channels[edge.source], width, spec, rngs=rngs
+                )
                 in_channels += width
             else:
                 in_channels += source_channels[edge.source]
@@ -189,12 +216,20 @@ class DoubleConvNode(nnx.Module):
 class FullScaleNode(nnx.Module):
     """UNet 3+ decoder node: each resampled input -> conv3 to `cat_channels`, concat, conv3."""
 
-    def __init__(self, node: graph_lib.Node, source_channels: dict[str, int], spec: NetworkSpec,
-                 *, rngs: nnx.Rngs):
-        self.branches = nnx.List([
-            ConvNormAct(source_channels[edge.source], spec.cat_channels, spec, rngs=rngs)
-            for edge in node.inputs
-        ])
+    def __init__(
+        self,
+        node: graph_lib.Node,
+        source_channels: dict[str, int],
+        spec: NetworkSpec,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.branches = nnx.List(
+            [
+                ConvNormAct(source_channels[edge.source], spec.cat_channels, spec, rngs=rngs)
+                for edge in node.inputs
+            ]
+        )
         width = spec.cat_channels * len(node.inputs)
         self.fuse = ConvNormAct(width, width, spec, rngs=rngs)
 
@@ -220,12 +255,18 @@ def _resample_fixed(edge: graph_lib.Edge, x: jax.Array) -> jax.Array:
 class SegmentationHead(nnx.Module):
     """conv (1x1, or 3x3 for UNet 3+) to class logits, interpolated up to full resolution."""
 
-    def __init__(self, head: graph_lib.Head, in_channels: int, spec: NetworkSpec, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, head: graph_lib.Head, in_channels: int, spec: NetworkSpec, *, rngs: nnx.Rngs
+    ):
         self.factor = head.factor
         self.conv = nnx.Conv(
-            in_channels, spec.num_classes, (head.kernel_size,) * spec.spatial_dims, padding="SAME",
-            dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs,
+            in_channels,
+            spec.num_classes,
+            (head.kernel_size,) * spec.spatial_dims,
+            padding="SAME",
+            dtype=spec.dtype,
+            param_dtype=spec.param_dtype,
+            rngs=rngs,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -269,17 +310,20 @@ class NestedUNet(nnx.Module):
         for node in graph.nodes:
             block = FullScaleNode if node.block is Block.FULL_SCALE else DoubleConvNode
             self.nodes[node.name] = block(node, channels, spec, rngs=rngs)
-        self.heads = nnx.Dict({
-            head.name: SegmentationHead(head, channels[head.source], spec, rngs=rngs)
-            for head in graph.heads
-        })
+        self.heads = nnx.Dict(
+            {
+                head.name: SegmentationHead(head, channels[head.source], spec, rngs=rngs)
+                for head in graph.heads
+            }
+        )
 
     @property
     def head_depths(self) -> tuple[int, ...]:
         return self.graph.head_depths
 
-    def __call__(self, x: jax.Array, *, train: bool = False,
-                 depth: int | None = None) -> tuple[jax.Array, ...]:
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, depth: int | None = None
+    ) -> tuple[jax.Array, ...]:
         """Logits of every head up to `depth` (all heads by default), shallow to deep.
 
         Only the nodes of `subgraph(graph, depth)` are computed. x: (batch, *spatial, in_channels).
@@ -322,8 +366,11 @@ def check_input_shape(shape: Sequence[int], spec: NetworkSpec, depth: int) -> No
     """Raises a ValueError naming the shape and the nearest valid sizes when `shape` cannot run."""
     expected_rank = spec.spatial_dims + 2
     if len(shape) != expected_rank:
-        layout = "(batch, height, width, channels)" if spec.spatial_dims == 2 else (
-            "(batch, depth, height, width, channels)")
+        layout = (
+            "(batch, height, width, channels)"
+            if spec.spatial_dims == 2
+            else ("(batch, depth, height, width, channels)")
+        )
         raise ValueError(f"input shape {tuple(shape)} has rank {len(shape)}; expected {layout}")
     if shape[-1] != spec.in_channels:
         raise ValueError(
@@ -341,8 +388,15 @@ def check_input_shape(shape: Sequence[int], spec: NetworkSpec, depth: int) -> No
             )
 
 
-def create(architecture: str, *, depth: int | None = None, filters: Sequence[int] | None = None,
-           deep_supervision: bool = True, rngs: nnx.Rngs, **options: Any) -> NestedUNet:
+def create(
+    architecture: str,
+    *,
+    depth: int | None = None,
+    filters: Sequence[int] | None = None,
+    deep_supervision: bool = True,
+    rngs: nnx.Rngs,
+    **options: Any,
+) -> NestedUNet:
     """Builds the graph of `architecture` and a module for it.
 
     `filters` defaults to the paper's 32, 64, ... (35, 70, ... for the wide U-Net), cut to

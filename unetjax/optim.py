@@ -15,12 +15,15 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.
     elif config.schedule == "cosine":
         decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=config.end_lr_factor)
     elif config.schedule == "step":
-        boundaries = {int(fraction * decay_steps): config.step_decay_factor
-                      for fraction in config.step_boundaries}
+        boundaries = {
+            int(fraction * decay_steps): config.step_decay_factor
+            for fraction in config.step_boundaries
+        }
         decay = optax.piecewise_constant_schedule(peak, boundaries)
     elif config.schedule == "poly":
-        decay = optax.polynomial_schedule(peak, peak * config.end_lr_factor, config.poly_power,
-                                          decay_steps)
+        decay = optax.polynomial_schedule(
+            peak, peak * config.end_lr_factor, config.poly_power, decay_steps
+        )
     else:
         raise ValueError(
             f"optimizer.schedule={config.schedule!r}; expected constant, cosine, step or poly"
@@ -30,15 +33,17 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    config: ml_collections.ConfigDict, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optimizer named by `config.name` (adam, adamw, sgd), with optional gradient clipping."""
     schedule = make_schedule(config, total_steps)
     if config.name == "adam":
         optimizer = optax.adam(schedule, b1=config.b1, b2=config.b2)
     elif config.name == "adamw":
-        optimizer = optax.adamw(schedule, b1=config.b1, b2=config.b2,
-                                weight_decay=config.weight_decay)
+        optimizer = optax.adamw(
+            schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay
+        )
     elif config.name == "sgd":
         optimizer = optax.chain(
             optax.add_decayed_weights(config.weight_decay),

@@ -54,7 +54,9 @@ def network_spec(model_config: ml_collections.ConfigDict) -> nested_unet.Network
         if model_config.get(key) is None:
             raise ValueError(f"config.model.{key} is not set; it is filled in from the dataset")
     if model_config.dtype not in DTYPES:
-        raise ValueError(f"config.model.dtype={model_config.dtype!r}; expected one of {list(DTYPES)}")
+        raise ValueError(
+            f"config.model.dtype={model_config.dtype!r}; expected one of {list(DTYPES)}"
+        )
     return nested_unet.NetworkSpec(
         in_channels=model_config.in_channels,
         num_classes=model_config.num_classes,
@@ -79,11 +81,15 @@ def model_filters(model_config: ml_collections.ConfigDict) -> tuple[int, ...]:
 
 def build_graph(model_config: ml_collections.ConfigDict) -> graph.Graph:
     depth = len(model_filters(model_config)) - 1
-    return graph.build_graph(model_config.architecture, depth,
-                             deep_supervision=model_config.deep_supervision)
+    return graph.build_graph(
+        model_config.architecture, depth, deep_supervision=model_config.deep_supervision
+    )
 
 
-def build_model(model_config: ml_collections.ConfigDict, *, seed: int = 0) -> nested_unet.NestedUNet:
+def build_model(
+    model_config: ml_collections.ConfigDict, *, seed: int = 0
+) -> nested_unet.NestedUNet:
     """The network `config.model` describes, freshly initialised."""
-    return nested_unet.NestedUNet(build_graph(model_config), network_spec(model_config),
-                                  rngs=nnx.Rngs(seed))
+    return nested_unet.NestedUNet(
+        build_graph(model_config), network_spec(model_config), rngs=nnx.Rngs(seed)
+    )

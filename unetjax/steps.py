@@ -32,11 +32,14 @@ class TrainState:
     opt_state: optax.OptState
 
 
-def create_train_state(model: NestedUNet,
-                       optimizer: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+def create_train_state(
+    model: NestedUNet, optimizer: optax.GradientTransformation
+) -> tuple[nnx.GraphDef, TrainState]:
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     state = TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        model_state=model_state,
         opt_state=optimizer.init(params),
     )
     return graphdef, state
@@ -46,11 +49,14 @@ def merge_model(graphdef: nnx.GraphDef, state: TrainState) -> NestedUNet:
     return nnx.merge(graphdef, state.params, state.model_state)
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *,
-                    output_activation: str = "sigmoid",
-                    head_weights: Sequence[float] | None = None,
-                    schedule: optax.Schedule | None = None,
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    *,
+    output_activation: str = "sigmoid",
+    head_weights: Sequence[float] | None = None,
+    schedule: optax.Schedule | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """One step of summed deep-supervision loss, gradient and optimizer update.
 
     A non-finite loss leaves the state unchanged and reports `finite = False`, so the caller can
@@ -63,19 +69,24 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         model = nnx.merge(graphdef, params, model_state)
         head_logits = model(batch["image"], train=True)
         total, per_head = losses.deep_supervision_loss(
-            head_logits, batch["mask"], output_activation=output_activation,
-            head_weights=head_weights, weight=batch.get("weight"),
+            head_logits,
+            batch["mask"],
+            output_activation=output_activation,
+            head_weights=head_weights,
+            weight=batch.get("weight"),
         )
         return total, (per_head, nnx.state(model, nnx.Not(nnx.Param)))
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         (loss, (per_head, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.model_state, batch)
+            state.params, state.model_state, batch
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss)
-        updated = TrainState(step=state.step + 1, params=params, model_state=model_state,
-                             opt_state=opt_state)
+        updated = TrainState(
+            step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+        )
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
         step_metrics = {
             "loss": loss,
@@ -91,9 +102,12 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, *, output_activation: str = "sigmoid",
-                   threshold: float = 0.5,
-                   ) -> Callable[[TrainState, Batch], dict[str, Any]]:
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    *,
+    output_activation: str = "sigmoid",
+    threshold: float = 0.5,
+) -> Callable[[TrainState, Batch], dict[str, Any]]:
     """Per image: the loss of every head (batch, heads), and confusion counts of every head
     (heads, batch, classes, 4) and of accurate mode, the mean of all heads' probabilities."""
 
@@ -102,19 +116,27 @@ def make_eval_step(graphdef: nnx.GraphDef, *, output_activation: str = "sigmoid"
         head_logits = model(batch["image"], train=False)
         per_example = jax.vmap(
             lambda logits, mask, weight: losses.deep_supervision_loss(
-                tuple(h[None] for h in logits), mask[None], output_activation=output_activation,
-                weight=None if weight is None else weight[None])[1]
+                tuple(h[None] for h in logits),
+                mask[None],
+                output_activation=output_activation,
+                weight=None if weight is None else weight[None],
+            )[1]
         )(head_logits, batch["mask"], batch.get("weight"))
         probabilities = [model.probabilities(logits) for logits in head_logits]
         counts = [
-            metrics.confusion_counts(p, batch["mask"], output_activation=output_activation,
-                                     threshold=threshold)
+            metrics.confusion_counts(
+                p, batch["mask"], output_activation=output_activation, threshold=threshold
+            )
             for p in probabilities
         ]
         accurate = sum(probabilities[1:], probabilities[0]) / len(probabilities)
         accurate_counts = metrics.confusion_counts(
-            accurate, batch["mask"], output_activation=output_activation, threshold=threshold)
-        return {"loss_per_head": per_example, "counts_per_head": jnp.stack(counts),
-                "accurate_counts": accurate_counts}
+            accurate, batch["mask"], output_activation=output_activation, threshold=threshold
+        )
+        return {
+            "loss_per_head": per_example,
+            "counts_per_head": jnp.stack(counts),
+            "accurate_counts": accurate_counts,
+        }
 
     return eval_step

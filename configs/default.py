@@ -1,0 +1,70 @@
+"""Defaults shared by every config: UNet++ depth 4 with deep supervision on the synthetic cells.
+
+Not meant to be run on its own: the other configs start from it and override what they change.
+    python train.py --config configs/default.py
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from unetjax import data
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = model = ml_collections.ConfigDict()
+    model.architecture = "unet_plusplus"  # unet, wide_unet, unet_plus, unet_plusplus, unet_3plus
+    model.depth = 4  # levels 0..depth
+    model.base_filters = 32  # filters double per level: 32, 64, ..., unless `filters` is given
+    model.filters = config_dict.placeholder(tuple)
+    model.deep_supervision = True
+    model.spatial_dims = 2
+    model.norm = "batch"  # none (the paper), batch, instance, group
+    model.activation = "relu"
+    model.dropout = 0.0
+    model.upsample = "transpose"  # transpose (2x2 transposed conv) or interpolate
+    model.cat_channels = 64  # UNet 3+ only
+    model.dtype = "float32"  # compute dtype; bfloat16 for mixed precision (params stay float32)
+    # Filled in from the dataset by train.py and saved with the run:
+    model.in_channels = config_dict.placeholder(int)
+    model.num_classes = config_dict.placeholder(int)
+    model.output_activation = config_dict.placeholder(str)
+
+    config.data = data.default_config()
+
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 8  # global batch, split over every device
+    train.num_steps = 600
+    train.head_weights = config_dict.placeholder(tuple)  # per-head loss weights; None sums them
+    train.log_every = 20
+    train.eval_every = 200
+    train.checkpoint_every = 200
+    train.keep_latest = 2
+    train.best_metric = "iou_accurate"  # a validation metric name; empty to keep only the latest
+    train.best_mode = "max"
+    train.early_stopping_patience = 0  # evaluations without improvement; 0 disables it
+    train.eval_batch_size = 8
+    train.eval_threshold = 0.5
+    train.num_overlays = 4  # validation images drawn with their prediction at each evaluation
+    train.stop_after_steps = 0  # stop (with a checkpoint) after this many steps of one invocation
+    train.distributed = False  # call jax.distributed.initialize() (multi-host)
+    train.progress_bar = True
+
+    config.optimizer = optimizer = ml_collections.ConfigDict()
+    optimizer.name = "adam"  # adam, adamw, sgd
+    optimizer.learning_rate = 1e-3
+    optimizer.schedule = "cosine"  # constant, cosine, step, poly
+    optimizer.warmup_steps = 20
+    optimizer.end_lr_factor = 0.01  # final lr / peak for cosine and poly
+    optimizer.step_boundaries = (0.5, 0.75)  # fractions of the decay for the step schedule
+    optimizer.step_decay_factor = 0.1
+    optimizer.poly_power = 0.9
+    optimizer.b1 = 0.9
+    optimizer.b2 = 0.999
+    optimizer.momentum = 0.9
+    optimizer.nesterov = True
+    optimizer.weight_decay = 0.0
+    optimizer.grad_clip_norm = 0.0  # 0 disables clipping
+    return config

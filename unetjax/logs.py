@@ -1,0 +1,140 @@
+"""Where training reports go: TensorBoard, metrics.jsonl, a progress bar, overlay PNGs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+class MetricWriter:
+    """Scalars to TensorBoard event files and to `metrics.jsonl`, one JSON object per call."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from tensorboardX import SummaryWriter
+
+        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+
+    def write(self, step: int, values: Mapping[str, float], *, prefix: str) -> None:
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self._tensorboard.add_scalar(f"{prefix}/{name}", value, step)
+        record = {"step": step, "split": prefix, **{k: float(v) for k, v in values.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tensorboard.close()
+            self._jsonl.close()
+
+
+class ProgressReporter:
+    """A tqdm bar (step, loss, images/s, ETA) on a terminal; plain log lines otherwise."""
+
+    def __init__(self, start: int, total: int, batch_size: int, *, bar: bool = True):
+        self.batch_size = batch_size
+        self.last_step, self.last_time = start, time.perf_counter()
+        self.images_per_second = 0.0
+        self._bar = None
+        if bar and sys.stderr.isatty() and jax.process_index() == 0:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, step_metrics: Mapping[str, jax.Array]) -> None:
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+
+    def log_values(self, step: int, step_metrics: Mapping[str, jax.Array]) -> dict[str, float]:
+        """Host values of the step's metrics, with images/s since the previous call."""
+        now = time.perf_counter()
+        self.images_per_second = (step - self.last_step) * self.batch_size / (now - self.last_time)
+        self.last_step, self.last_time = step, now
+        values = {
+            "loss": float(step_metrics["loss"]),
+            "grad_norm": float(step_metrics["grad_norm"]),
+            "param_norm": float(step_metrics["param_norm"]),
+            "images_per_second": self.images_per_second,
+        }
+        if "learning_rate" in step_metrics:
+            values["learning_rate"] = float(step_metrics["learning_rate"])
+        for index, loss in enumerate(np.asarray(step_metrics["loss_per_head"])):
+            values[f"loss_head{index + 1}"] = float(loss)
+        if self._bar is not None:
+            self._bar.set_postfix(
+                loss=f"{values['loss']:.4f}", img_s=f"{self.images_per_second:.1f}"
+            )
+        else:
+            logger.info(
+                "step %d: loss %.4f, %.1f images/s", step, values["loss"], self.images_per_second
+            )
+        return values
+
+    def note(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(message)
+        else:
+            logger.info(message)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """RGB uint8 picture: the image, its ground truth (green) and prediction (magenta) side by side.
+
+    image: (H, W, C) in [0, 1]; truth, prediction: (H, W) boolean foreground.
+    """
+    gray = image.mean(axis=-1) if image.shape[-1] != 3 else image
+    low, high = float(np.min(gray)), float(np.max(gray))
+    gray = (gray - low) / (high - low + 1e-8)
+    rgb = np.repeat(gray[..., None], 3, axis=-1) if gray.ndim == 2 else gray
+    panels = [rgb]
+    for mask, colour in ((truth, (0.0, 1.0, 0.0)), (prediction, (1.0, 0.0, 1.0))):
+        tinted = rgb.copy()
+        tinted[mask] = 0.5 * tinted[mask] + 0.5 * np.asarray(colour)
+        panels.append(tinted)
+    return (np.concatenate(panels, axis=1) * 255).astype(np.uint8)
+
+
+def save_overlays(
+    workdir: str, step: int, model, batch: Mapping[str, np.ndarray] | None, count: int
+) -> None:
+    """Accurate-mode predictions of the first `count` validation images as PNG overlays.
+
+    3D volumes are shown by their middle slice; multi-class by any foreground class.
+    """
+    if not count or batch is None or jax.process_index() != 0:
+        return
+    images, masks = batch["image"][:count], batch["mask"][:count]
+    probabilities = np.asarray(jax.device_get(model.predict(images, mode="accurate")))
+    if model.spec.output_activation == "softmax":
+        predicted = probabilities.argmax(axis=-1) > 0
+        truth = masks > 0
+    else:
+        predicted = (probabilities >= 0.5).any(axis=-1)
+        truth = masks.astype(bool) if masks.ndim == predicted.ndim else masks.any(axis=-1)
+    directory = os.path.join(workdir, "overlays", f"step_{step}")
+    os.makedirs(directory, exist_ok=True)
+    for index in range(len(images)):
+        image, mask, pred = images[index], truth[index], predicted[index]
+        if image.ndim == 4:  # (D, H, W, C): the middle slice
+            middle = image.shape[0] // 2
+            image, mask, pred = image[middle], mask[middle], pred[middle]
+        Image.fromarray(overlay(image, mask, pred)).save(os.path.join(directory, f"{index}.png"))

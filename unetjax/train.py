@@ -1,0 +1,297 @@
+"""The training loop: data-parallel jit steps, evaluation per head, checkpoints with exact resume.
+
+`train_and_evaluate(config, workdir)` is all train.py calls. Rerunning it on the same workdir
+continues from the latest checkpoint, with the data iterator where it was, and ends with the
+same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from unetjax import checkpoint, data, optim, parallel, run, steps
+from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
+from unetjax.metrics import summarize_counts
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last checkpoint holds the last good state."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a call of `train_and_evaluate` ended with."""
+
+    step: int
+    eval_metrics: dict[str, float]
+    head_depths: tuple[int, ...]
+    resumed_from: int | None = None
+    interrupted: bool = False
+    stopped_early: bool = False
+
+
+def resolve_config(
+    config: ml_collections.ConfigDict, info: data.DatasetInfo
+) -> ml_collections.ConfigDict:
+    """Fills the model fields that come from the dataset, checking any the user set."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    derived = {
+        "in_channels": info.in_channels,
+        "num_classes": info.num_classes,
+        "output_activation": info.output_activation,
+        "spatial_dims": info.spatial_dims,
+    }
+    for key, value in derived.items():
+        given = config.model.get(key)
+        if given is not None and key != "spatial_dims" and given != value:
+            raise ValueError(f"config.model.{key}={given!r} but the dataset has {value!r}")
+        if key == "spatial_dims" and given != value:
+            raise ValueError(
+                f"config.model.spatial_dims={given} but the dataset {config.data.name!r} is "
+                f"{value}D; set --config.model.spatial_dims={value}"
+            )
+        config.model[key] = value
+    return config
+
+
+def _state_dict(state: steps.TrainState) -> dict[str, Any]:
+    return {
+        "step": state.step,
+        "params": state.params,
+        "model_state": state.model_state,
+        "opt_state": state.opt_state,
+    }
+
+
+class _StopSignal:
+    """Turns SIGINT / SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.received: str | None = None
+
+    def __call__(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopSignal]:
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def evaluate(
+    eval_step,
+    state: steps.TrainState,
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+    head_depths: tuple[int, ...],
+    split: str,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Validation loss, IoU, Dice and accuracy per head and in accurate mode over `split`."""
+    local_batch = config.train.eval_batch_size // jax.process_count()
+    losses, head_counts, accurate_counts, first_batch = [], [], [], None
+    for batch in data.eval_batches(
+        config.data,
+        split,
+        batch_size=local_batch,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    ):
+        valid = batch.pop("valid")
+        if first_batch is None:
+            first_batch = {key: value[valid] for key, value in batch.items()}
+        outputs = eval_step(state, parallel.shard_batch(batch, mesh))
+        outputs = multihost_utils.process_allgather(outputs, tiled=True)
+        valid = multihost_utils.process_allgather(valid, tiled=True)
+        losses.append(np.asarray(outputs["loss_per_head"])[valid])
+        head_counts.append(np.asarray(outputs["counts_per_head"])[:, valid])
+        accurate_counts.append(np.asarray(outputs["accurate_counts"])[valid])
+    if not losses:
+        raise ValueError(f"the {split!r} split of {config.data.name!r} is empty")
+    losses = np.concatenate(losses)
+    head_counts = np.concatenate(head_counts, axis=1)
+    results = {"loss": float(losses.sum(axis=1).mean())}
+    for index, depth in enumerate(head_depths):
+        summary = summarize_counts(
+            head_counts[index], output_activation=config.model.output_activation
+        )
+        results[f"loss_L{depth}"] = float(losses[:, index].mean())
+        for name in ("iou", "dice", "accuracy"):
+            results[f"{name}_L{depth}"] = float(summary[name])
+    summary = summarize_counts(
+        np.concatenate(accurate_counts), output_activation=config.model.output_activation
+    )
+    for name in ("iou", "dice", "accuracy"):
+        results[f"{name}_accurate"] = float(summary[name])
+    return results, first_batch
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+    train_config = config.train
+    if train_config.distributed:
+        parallel.initialize_distributed()
+    info = data.prepare(config.data)
+    config = resolve_config(config, info)
+    mesh = parallel.make_mesh()
+    local_batch = parallel.check_batch_size(train_config.batch_size, mesh)
+    logger.info(
+        "%d devices (%s), global batch %d",
+        mesh.devices.size,
+        jax.devices()[0].platform,
+        train_config.batch_size,
+    )
+
+    model = run.build_model(config.model, seed=config.seed)
+    head_depths = model.head_depths
+    optimizer, schedule = optim.make_optimizer(config.optimizer, train_config.num_steps)
+    graphdef, state = steps.create_train_state(model, optimizer)
+    del model
+    replicated = parallel.replicated(mesh)
+    state = jax.device_put(state, replicated)
+
+    train_iter = data.train_iterator(
+        config.data,
+        batch_size=local_batch,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    manager = checkpoint.CheckpointManager(
+        run.checkpoint_dir(workdir),
+        keep_latest=train_config.keep_latest,
+        best_metric=train_config.best_metric or None,
+        best_mode=train_config.best_mode,
+    )
+    resumed_from = manager.latest_step()
+    if resumed_from is not None:
+        restored, data_state = manager.restore(_state_dict(state))
+        state = steps.TrainState(**restored)
+        train_iter.set_state(data_state)
+        logger.info(
+            "resuming from the checkpoint of step %d in %s", resumed_from, manager.directory
+        )
+    if jax.process_index() == 0:
+        run.save_config(workdir, config)
+
+    train_step = jax.jit(
+        steps.make_train_step(
+            graphdef,
+            optimizer,
+            output_activation=info.output_activation,
+            head_weights=train_config.head_weights,
+            schedule=schedule,
+        ),
+        in_shardings=(replicated, parallel.batch_sharding(mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+    eval_step = jax.jit(
+        steps.make_eval_step(
+            graphdef,
+            output_activation=info.output_activation,
+            threshold=train_config.eval_threshold,
+        )
+    )
+
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    start = int(state.step)
+    progress = ProgressReporter(
+        start, train_config.num_steps, train_config.batch_size, bar=train_config.progress_bar
+    )
+    eval_metrics: dict[str, float] = {}
+    best, evals_since_best = None, 0
+    result = TrainResult(start, eval_metrics, head_depths, resumed_from=resumed_from)
+
+    def check_finite(step: int, step_metrics: dict[str, jax.Array]) -> None:
+        if not bool(step_metrics["finite"]):
+            raise NonFiniteLossError(
+                f"non-finite loss ({float(step_metrics['loss'])}) at step {step}; training "
+                f"stopped and the last good checkpoint (step {manager.latest_step()}) is kept"
+            )
+
+    stop = _StopSignal()
+    try:
+        with stop.installed():
+            step = start
+            for step in range(start + 1, train_config.num_steps + 1):
+                batch = parallel.shard_batch(next(train_iter), mesh)
+                state, step_metrics = train_step(state, batch)
+                progress.update(step, step_metrics)
+                is_last = step == train_config.num_steps
+                if step % train_config.log_every == 0 or is_last:
+                    check_finite(step, step_metrics)
+                    writer.write(step, progress.log_values(step, step_metrics), prefix="train")
+                scores = None
+                if step % train_config.eval_every == 0 or is_last:
+                    check_finite(step, step_metrics)
+                    eval_metrics, shown = evaluate(
+                        eval_step, state, config, mesh, head_depths, config.data.val_split
+                    )
+                    writer.write(step, eval_metrics, prefix="val")
+                    save_overlays(
+                        workdir,
+                        step,
+                        steps.merge_model(graphdef, state),
+                        shown,
+                        train_config.num_overlays,
+                    )
+                    progress.note(
+                        f"step {step}: "
+                        + ", ".join(
+                            f"{k} {v:.4f}" for k, v in eval_metrics.items() if k.startswith("iou")
+                        )
+                    )
+                    scores = dict(eval_metrics)
+                if step % train_config.checkpoint_every == 0 or is_last or scores is not None:
+                    check_finite(step, step_metrics)
+                    manager.save(step, _state_dict(state), train_iter.get_state(), scores)
+                if scores is not None and train_config.best_metric:
+                    value = scores[train_config.best_metric]
+                    better = best is None or (
+                        value > best if train_config.best_mode == "max" else value < best
+                    )
+                    best, evals_since_best = (value, 0) if better else (best, evals_since_best + 1)
+                    patience = train_config.early_stopping_patience
+                    if patience and evals_since_best >= patience:
+                        progress.note(
+                            f"early stopping at step {step}: no better "
+                            f"{train_config.best_metric} in {patience} evaluations"
+                        )
+                        result.stopped_early = True
+                        break
+                if train_config.stop_after_steps and step - start >= train_config.stop_after_steps:
+                    stop.received = f"step budget of {train_config.stop_after_steps}"
+                if stop.received and not is_last:
+                    check_finite(step, step_metrics)
+                    if step % train_config.checkpoint_every and scores is None:
+                        manager.save(step, _state_dict(state), train_iter.get_state())
+                    progress.note(
+                        f"stopped by {stop.received} at step {step}: checkpoint saved; "
+                        "rerun the same command to resume"
+                    )
+                    result.interrupted = True
+                    break
+            result.step = step
+            result.eval_metrics = eval_metrics
+    finally:
+        progress.close()
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+    return result
