@@ -124,6 +124,12 @@ def test_pruned_model_holds_only_the_subgraph_state(tiny_unetpp):
     assert {path[1] for path in paths if path[0] == "heads"} == {"head_2"}
 
 
+def sum_of_squares(graphdef, params, rest, x):
+    rest = jax.tree.map(lambda leaf: leaf, rest)  # Variables of this trace level
+    outputs = nnx.merge(graphdef, params, rest)(x, train=True)
+    return sum(jnp.mean(o**2) for o in outputs), len(outputs)
+
+
 @pytest.mark.parametrize("architecture", g.ARCHITECTURES)
 @pytest.mark.parametrize(("spatial_dims", "size"), [(2, 16), (3, 8)])
 def test_forward_and_backward_in_2d_and_3d(architecture, spatial_dims, size):
@@ -140,13 +146,8 @@ def test_forward_and_backward_in_2d_and_3d(architecture, spatial_dims, size):
             rngs=nnx.Rngs(0),
         )
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-        def loss(params, rest, graphdef=graphdef):
-            rest = jax.tree.map(lambda leaf: leaf, rest)  # Variables of this trace level
-            outputs = nnx.merge(graphdef, params, rest)(x, train=True)
-            return sum(jnp.mean(o**2) for o in outputs), len(outputs)
-
-        (value, heads), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, rest)
+        loss = jax.value_and_grad(sum_of_squares, argnums=1, has_aux=True)
+        (value, heads), grads = jax.jit(loss, static_argnums=0)(graphdef, params, rest, x)
         single_head = not deep_supervision or architecture in ("unet", "wide_unet")
         assert heads == (1 if single_head else 2)
         assert np.isfinite(value)
@@ -201,7 +202,7 @@ def test_bad_input_shapes_name_the_shape_and_the_fix():
 
 
 def test_bad_options_are_rejected():
-    with pytest.raises(ValueError, match="filters .* has 3 levels; depth 4 needs 5"):
+    with pytest.raises(ValueError, match=r"filters .* has 3 levels; depth 4 needs 5"):
         nu.create("unet", depth=4, filters=TINY, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="norm must be one of"):
         nu.NetworkSpec(norm="layer")
