@@ -1,0 +1,167 @@
+"""predict, evaluate and export end to end, in subprocesses, on a checkpoint train.py wrote."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, env, check_rc=0):
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check_rc is not None:
+        assert result.returncode == check_rc, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 15-step run of configs/tiny.py (a depth-2 UNet++) and a few test images."""
+    root = tmp_path_factory.mktemp("cli")
+    env = {**os.environ, "TFDS_DATA_DIR": str(root / "tfds"), "JAX_PLATFORMS": "cpu"}
+    workdir = root / "run"
+    _run(
+        [
+            "train.py",
+            "--config",
+            "configs/tiny.py",
+            "--workdir",
+            str(workdir),
+            "--config.train.num_steps=15",
+            "--config.train.progress_bar=False",
+        ],
+        env,
+    )
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name, shape in [("cell_a", (32, 32)), ("cell_b", (32, 32)), ("large", (70, 45))]:
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(images / f"{name}.png")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "colour.png")  # 3 channels
+    (images / "broken.png").write_bytes(b"not a png")
+    return workdir, images, env
+
+
+def test_predict_writes_masks_and_overlays_and_reports_bad_files(trained, tmp_path):
+    workdir, images, env = trained
+    out = tmp_path / "masks"
+    result = _run(
+        [
+            "predict.py",
+            "--model",
+            str(workdir),
+            "--output",
+            str(out),
+            str(images),
+            str(images / "missing.tif"),
+            "--depth",
+            "1",
+            "--tile",
+            "32",
+            "--overlay",
+            "--min-size",
+            "3",
+            "--no-progress",
+        ],
+        env,
+        check_rc=1,
+    )
+    for name, shape in [("cell_a", (32, 32)), ("cell_b", (32, 32)), ("large", (70, 45))]:
+        mask = np.asarray(Image.open(out / f"{name}.png"))
+        assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
+        assert Image.open(out / "overlays" / f"{name}.png").size == shape[::-1]
+    assert not (out / "broken.png").exists() and not (out / "colour.png").exists()
+    assert "3 inputs failed" in result.stderr
+    assert "broken.png: cannot read it as an image" in result.stderr
+    assert "colour.png: shape (32, 32, 3) has 3 channels; the model expects 1" in result.stderr
+    assert "missing.tif" in result.stderr
+    assert "wrote 3 masks" in result.stdout
+
+
+def test_export_then_predict_with_the_exported_model(trained, tmp_path):
+    workdir, images, env = trained
+    exported = tmp_path / "exported"
+    result = _run(
+        [
+            "-m",
+            "unetjax.cli.export",
+            "--model",
+            str(workdir),
+            "--depth",
+            "2",
+            "--mode",
+            "accurate",
+            "--output",
+            str(exported),
+        ],
+        env,
+    )
+    assert "depth 2 (accurate)" in result.stdout
+    out = tmp_path / "npy"
+    _run(
+        [
+            "-m",
+            "unetjax.cli.predict",
+            "--model",
+            str(exported),
+            "--output",
+            str(out),
+            str(images / "cell_*.png"),
+            "--mode",
+            "accurate",
+            "--format",
+            "npy",
+            "--tta",
+            "--probabilities",
+            "--no-progress",
+        ],
+        env,
+    )
+    mask = np.load(out / "cell_a.npy")
+    probabilities = np.load(out / "cell_a_probabilities.npy")
+    assert mask.shape == (32, 32) and mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, (probabilities[..., 0] >= 0.5).astype(np.uint8))
+
+
+def test_evaluate_writes_the_pruning_table_json_and_plot(trained, tmp_path):
+    workdir, _, env = trained
+    out = tmp_path / "eval"
+    result = _run(
+        [
+            "evaluate.py",
+            "--model",
+            str(workdir),
+            "--split",
+            "test",
+            "--sweep",
+            "--repeats",
+            "2",
+            "--output",
+            str(out),
+        ],
+        env,
+    )
+    report = json.loads((out / "evaluation.json").read_text())
+    settings = [(r["depth"], r["mode"]) for r in report["results"]]
+    assert settings == [(1, "fast"), (1, "accurate"), (2, "fast"), (2, "accurate")]
+    for row in report["results"]:
+        for key in ("iou", "iou_std", "dice", "dice_std", "accuracy", "accuracy_std"):
+            assert 0 <= row[key] <= 1, (key, row)
+        assert row["params"] > 0 and row["latency_ms"] > 0 and row["num_images"] == 4
+        assert 0 < row["sweep"]["best_threshold"] < 1
+    params = {(r["depth"], r["mode"]): r["params"] for r in report["results"]}
+    assert params[(1, "fast")] < params[(2, "fast")] <= params[(2, "accurate")]
+    table = (out / "evaluation.md").read_text()
+    assert "| L2 | accurate |" in table and "best threshold" in table
+    assert Image.open(out / "pruning.png").size == (900, 600)
+    assert "wrote evaluation.json" in result.stdout

@@ -1,0 +1,1 @@
+"""Command-line entry points: `predict` and `evaluate` (also runnable as top-level scripts)."""

@@ -1,0 +1,267 @@
+"""Evaluate a run (or an exported model) at every depth L and mode: the paper's pruning table.
+
+    python evaluate.py --model runs/cells --split test --sweep
+    python -m unetjax.cli.evaluate --model runs/cells --split validation --depths 1,2 --modes fast
+
+For each depth L = 1..D and each mode, reports IoU, Dice and pixel accuracy (mean and std over
+images), the parameter count of the pruned network and its latency per image (batch 1, median of
+--repeats timed calls after compilation). `--sweep` tries thresholds 0.05..0.95 on the validation
+split, picks the best by IoU per depth and mode, and reports the evaluated split at it too.
+Writes <output>/evaluation.json, evaluation.md and pruning.png (IoU against latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unetjax import data, inference, metrics, run
+from unetjax.cli import plot
+
+SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+SPLITS = ("train", "validation", "test")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="run directory or exported model")
+    parser.add_argument("--split", choices=SPLITS, default="validation")
+    parser.add_argument("--depths", default=None, help="comma-separated depths (default: all)")
+    parser.add_argument("--modes", default="fast,accurate", help="comma-separated modes")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="sigmoid threshold (default: the run's train.eval_threshold or 0.5)",
+    )
+    parser.add_argument("--sweep", action="store_true", help="best threshold on validation")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--tile", type=int, default=0, help="overlap-tile size; 0: whole images")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls for the latency")
+    parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
+    parser.add_argument("--output", default=None, help="default: <model>/eval_<split>")
+    return parser.parse_args(argv)
+
+
+def _counts_fn(output_activation: str, thresholds: Sequence[float]) -> Callable:
+    """jit: (probabilities, mask) -> counts (B, T, K, 4) at every threshold."""
+
+    def counts(probabilities, mask):
+        return jnp.stack(
+            [
+                metrics.confusion_counts(
+                    probabilities, mask, output_activation=output_activation, threshold=t
+                )
+                for t in thresholds
+            ],
+            axis=1,
+        )
+
+    return jax.jit(counts)
+
+
+def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], np.ndarray]:
+    """(B, *spatial, C) -> probabilities, for any spatial size."""
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        aligned = all(s % predictor.align == 0 for s in images.shape[1:-1])
+        if tile is None and aligned:
+            return predictor.predict_batch(images)
+        return np.stack([predictor.predict(image, tile=tile) for image in images])
+
+    return predict
+
+
+def split_counts(predict, data_config, split: str, counts_fn, batch_size: int) -> tuple:
+    """Counts (N, T, K, 4) over the split's valid images, and the first image (for timing)."""
+    gathered, first = [], None
+    for batch in data.eval_batches(data_config, split, batch_size=batch_size):
+        probabilities = predict(batch["image"])
+        counts = np.asarray(counts_fn(probabilities, batch["mask"]))
+        gathered.append(counts[batch["valid"]])
+        if first is None:
+            first = batch["image"][:1]
+    if first is None or not sum(len(c) for c in gathered):
+        raise ValueError(f"split {split!r} has no images")
+    return np.concatenate(gathered), first
+
+
+def latency_ms(predict, image: np.ndarray, repeats: int) -> float:
+    """Median wall time of one image's prediction (compiled first; results fetched to host)."""
+    predict(image)
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        np.asarray(predict(image))
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _scores(counts: np.ndarray, output_activation: str) -> dict[str, float]:
+    summary = metrics.summarize_counts(counts, output_activation=output_activation)
+    return {
+        key: float(summary[key])
+        for key in ("iou", "iou_std", "dice", "dice_std", "accuracy", "accuracy_std")
+    }
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    config = run.load_config(args.model)
+    data_config = config.data
+    if args.data_dir:
+        data_config.data_dir = args.data_dir
+    output_activation = config.model.output_activation
+    sigmoid = output_activation == "sigmoid"
+    threshold = args.threshold
+    if threshold is None:
+        threshold = float(config.get("train", {}).get("eval_threshold", 0.5))
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    settings = inference.available_settings(config)
+    depths = sorted({d for d, _ in settings})
+    if args.depths:
+        depths = [int(d) for d in args.depths.split(",")]
+    wanted = [(d, m) for d in depths for m in modes if (d, m) in settings]
+    missing = [(d, m) for d in depths for m in modes if (d, m) not in settings]
+    if missing:
+        print(f"evaluate: {args.model} cannot serve {missing}; skipping them", file=sys.stderr)
+    if not wanted:
+        raise ValueError(f"nothing to evaluate: {args.model} serves {settings}")
+
+    data.prepare(data_config)
+    thresholds = [threshold] + (
+        [t for t in SWEEP if t != threshold] if args.sweep and sigmoid else []
+    )
+    counts_fn = _counts_fn(output_activation, thresholds if sigmoid else [threshold])
+    tile = inference.tile_options(args.tile, batch_size=args.batch_size)
+    rows = []
+    for depth, mode in wanted:
+        predictor = inference.load_predictor(
+            args.model, depth=depth, mode=mode, step=args.step, dtype=args.dtype
+        )
+        predict = _predict_fn(predictor, tile)
+        counts, first = split_counts(predict, data_config, args.split, counts_fn, args.batch_size)
+        row = {
+            "depth": depth,
+            "mode": mode,
+            "params": predictor.num_params,
+            "num_images": int(counts.shape[0]),
+            "threshold": threshold,
+            **_scores(counts[:, 0], output_activation),
+            "latency_ms": latency_ms(predict, first, args.repeats),
+        }
+        if len(thresholds) > 1:
+            validation = counts
+            if args.split != "validation":
+                validation, _ = split_counts(
+                    predict, data_config, "validation", counts_fn, args.batch_size
+                )
+            sweep_iou = [
+                _scores(validation[:, i], output_activation)["iou"] for i in range(len(thresholds))
+            ]
+            best = int(np.argmax(sweep_iou))
+            row["sweep"] = {
+                "best_threshold": thresholds[best],
+                "validation_iou": sweep_iou[best],
+                "validation_iou_by_threshold": dict(
+                    zip(map(str, thresholds), sweep_iou, strict=True)
+                ),
+                "split_scores": _scores(counts[:, best], output_activation),
+            }
+        print(
+            f"evaluate: L{depth} {mode}: IoU {row['iou']:.4f}, Dice {row['dice']:.4f}, "
+            f"{row['params']:,} params, {row['latency_ms']:.2f} ms/image"
+        )
+        rows.append(row)
+    return {
+        "model": os.path.abspath(args.model),
+        "step": predictor.step,
+        "split": args.split,
+        "architecture": config.model.architecture,
+        "output_activation": output_activation,
+        "threshold": threshold,
+        "dtype": predictor.spec.dtype.__name__ if predictor.spec.dtype else "float32",
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "tile": args.tile or None,
+        "latency": f"batch 1, median of {args.repeats} calls after compilation, host transfer "
+        "included",
+        "results": rows,
+    }
+
+
+def markdown(report: dict) -> str:
+    """The results as a Markdown table (and the sweep's best thresholds, if run)."""
+    lines = [
+        f"Evaluation of `{report['model']}` (step {report['step']}) on the {report['split']} "
+        f"split, {report['results'][0]['num_images']} images, {report['device']}; "
+        f"threshold {report['threshold']}; latency: {report['latency']}.",
+        "",
+        "| depth | mode | params | latency (ms) | IoU | Dice | pixel accuracy |",
+        "| --- | --- | ---: | ---: | --- | --- | --- |",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| L{r['depth']} | {r['mode']} | {r['params']:,} | {r['latency_ms']:.2f} | "
+            f"{r['iou']:.4f} ± {r['iou_std']:.4f} | {r['dice']:.4f} ± {r['dice_std']:.4f} | "
+            f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} |"
+        )
+    swept = [r for r in report["results"] if "sweep" in r]
+    if swept:
+        lines += [
+            "",
+            "Threshold sweep (best IoU on the validation split):",
+            "",
+            f"| depth | mode | best threshold | validation IoU | {report['split']} IoU at it | "
+            f"{report['split']} Dice at it |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in swept:
+            s = r["sweep"]
+            lines.append(
+                f"| L{r['depth']} | {r['mode']} | {s['best_threshold']} | "
+                f"{s['validation_iou']:.4f} | {s['split_scores']['iou']:.4f} | "
+                f"{s['split_scores']['dice']:.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = evaluate(args)
+    except (OSError, ValueError) as error:  # DataError is a ValueError
+        print(f"evaluate: {error}", file=sys.stderr)
+        return 1
+    output = args.output or os.path.join(args.model, f"eval_{args.split}")
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, "evaluation.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    table = markdown(report)
+    with open(os.path.join(output, "evaluation.md"), "w") as f:
+        f.write(table)
+    plot.pruning_plot(
+        report["results"],
+        os.path.join(output, "pruning.png"),
+        title=f"{report['architecture']} pruned to depth L: {report['split']} IoU vs latency",
+    )
+    print(table)
+    print(f"evaluate: wrote evaluation.json, evaluation.md and pruning.png to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

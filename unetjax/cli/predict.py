@@ -1,0 +1,204 @@
+"""Predict masks for images or volumes with a trained run (or an exported model).
+
+    python predict.py --model runs/cells --output masks/ images/ "more/*.png" one.tif
+    python -m unetjax.cli.predict --model runs/cells --output masks/ --depth 2 --mode fast \\
+        --tile 256 --tta --overlay images/
+
+Every input that cannot be read or does not fit the model is reported and skipped; the others
+are still written. The exit status is 1 when any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.ndimage
+import tifffile
+import tqdm
+from PIL import Image
+
+from unetjax import inference
+from unetjax.data import image_io
+
+FORMATS = ("png", "tiff", "npy")
+CONTOUR_COLOURS = ((255, 64, 64), (64, 255, 64), (64, 128, 255), (255, 255, 0), (255, 0, 255))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("--model", required=True, help="run directory or exported model")
+    parser.add_argument("--output", required=True, help="folder for the masks")
+    parser.add_argument("--depth", type=int, default=None, help="prune to depth L (default: all)")
+    parser.add_argument("--mode", choices=inference.MODES, default="fast")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="sigmoid outputs only")
+    parser.add_argument("--min-size", type=int, default=0, help="drop smaller components")
+    parser.add_argument("--format", choices=FORMATS, default="png", help="mask file format")
+    parser.add_argument("--tile", type=int, default=0, help="tile size; 0 predicts whole images")
+    parser.add_argument("--overlap", type=int, default=None, help="tile overlap (default: half)")
+    parser.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian")
+    parser.add_argument("--border", type=int, default=0, help="mirrored context around images")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per network call")
+    parser.add_argument("--tta", action="store_true", help="average over mirrored inputs")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+    parser.add_argument("--overlay", action="store_true", help="also write image + contour PNGs")
+    parser.add_argument(
+        "--probabilities", action="store_true", help="also write .npy probabilities"
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser.parse_args(argv)
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
+    """Files named by paths, folders (their image files) and globs; and the inputs matching none."""
+    files, failures = [], []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if glob.has_magic(item):
+            matches = sorted(pathlib.Path(p) for p in glob.glob(item))
+            matches = [p for p in matches if image_io.is_image_file(p)]
+            if not matches:
+                failures.append((item, "the pattern matches no image file"))
+            files += matches
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if image_io.is_image_file(p))
+            if not matches:
+                failures.append((item, f"the folder has no {'/'.join(image_io.IMAGE_SUFFIXES)}"))
+            files += matches
+        else:
+            files.append(path)  # a missing or unreadable file is reported when read
+    return files, failures
+
+
+def unique_names(files: Sequence[pathlib.Path]) -> list[str]:
+    """Output names from file stems; repeated stems get _2, _3, ..."""
+    names, seen = [], {}
+    for path in files:
+        stem = image_io.file_stem(path)
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+def write_mask(labels: np.ndarray, out: pathlib.Path, fmt: str, *, binary: bool) -> list[str]:
+    """Writes labels; binary masks as 0/255 in PNG and TIFF (viewable; the data package reads
+    {0, 255} masks back), class indices otherwise. Returns the written paths."""
+    if fmt == "npy":
+        np.save(out.with_suffix(".npy"), labels)
+        return [str(out.with_suffix(".npy"))]
+    image = labels * np.uint8(255) if binary else labels
+    if fmt == "tiff":
+        tifffile.imwrite(out.with_suffix(".tif"), image)
+        return [str(out.with_suffix(".tif"))]
+    if image.ndim == 3:  # multi-label: one PNG per class
+        written = []
+        for k in range(image.shape[-1]):
+            path = out.with_name(f"{out.name}_class{k}.png")
+            Image.fromarray(image[..., k]).save(path)
+            written.append(str(path))
+        return written
+    Image.fromarray(image).save(out.with_suffix(".png"))
+    return [str(out.with_suffix(".png"))]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """RGB uint8 of the image with each class's mask contour drawn in its colour.
+
+    Volumes show their middle slice along the first (depth) axis.
+    """
+    if spatial_dims == 3:
+        middle = image.shape[0] // 2
+        image, labels = image[middle], labels[middle]
+    rgb = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, axis=-1)
+    rgb = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    if labels.ndim == 3:  # multi-label (H, W, K)
+        masks = [labels[..., k] > 0 for k in range(labels.shape[-1])]
+    else:
+        masks = [labels == k for k in range(1, max(int(labels.max()), 1) + 1)]
+    for k, mask in enumerate(masks):
+        contour = mask & ~scipy.ndimage.binary_erosion(mask)
+        rgb[contour] = CONTOUR_COLOURS[k % len(CONTOUR_COLOURS)]
+    return rgb
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        predictor = inference.load_predictor(
+            args.model, depth=args.depth, mode=args.mode, step=args.step, dtype=args.dtype
+        )
+    except (OSError, ValueError) as error:
+        print(f"predict: cannot load {args.model}: {error}", file=sys.stderr)
+        return 2
+    spec = predictor.spec
+    if spec.spatial_dims == 3 and args.format == "png":
+        print("predict: a 3D model writes volumes; use --format tiff or npy", file=sys.stderr)
+        return 2
+    tile = inference.tile_options(
+        args.tile,
+        overlap=args.overlap,
+        blend=args.blend,
+        batch_size=args.batch_size,
+        border=args.border,
+    )
+    color_mode = predictor.config.get("data", {}).get("color_mode", "auto")
+    binary = spec.output_activation == "sigmoid"
+    output = pathlib.Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    if args.overlay:
+        (output / "overlays").mkdir(exist_ok=True)
+
+    files, failures = expand_inputs(args.inputs)
+    print(
+        f"predict: {len(files)} inputs, {args.model} step {predictor.step}, depth "
+        f"{predictor.depth} ({predictor.mode}), {predictor.num_params:,} parameters"
+    )
+    written = 0
+    start = time.perf_counter()
+    progress = tqdm.tqdm(files, unit="image", disable=not args.progress, file=sys.stderr)
+    for path, name in zip(progress, unique_names(files), strict=True):
+        try:
+            image = image_io.read_image(path, spec.spatial_dims, color_mode)
+            predictor.check_image(image, str(path))
+            probabilities = predictor.predict(image, tile=tile, tta=args.tta)
+            labels = predictor.postprocess(
+                probabilities, threshold=args.threshold, min_size=args.min_size
+            )
+            write_mask(labels, output / name, args.format, binary=binary)
+            if args.probabilities:
+                np.save(output / f"{name}_probabilities.npy", probabilities)
+            if args.overlay:
+                Image.fromarray(overlay(image, labels, spec.spatial_dims)).save(
+                    output / "overlays" / f"{name}.png"
+                )
+            written += 1
+        except (OSError, ValueError) as error:  # DataError is a ValueError
+            message = str(error) if str(path) in str(error) else f"{path}: {error}"
+            failures.append((str(path), message))
+            progress.write(f"failed: {message}", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    print(f"predict: wrote {written} masks to {output} in {seconds:.1f} s")
+    if failures:
+        print(f"predict: {len(failures)} inputs failed:", file=sys.stderr)
+        for item, message in failures:
+            print(
+                f"  {message if message.startswith(item) else f'{item}: {message}'}",
+                file=sys.stderr,
+            )
+        return 1
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
