@@ -153,15 +153,30 @@ class Predictor:
         """Probabilities (*spatial, K) of one image or volume (*spatial, C) of any size.
 
         Without `tile`, the whole image is predicted at once after mirror-padding it to a
-        multiple of 2^D; with it, tile by tile (`unetjax.tiling`).
+        multiple of 2^D; with it, tile by tile (`unetjax.tiling`). With `tta`, the mean over
+        every mirrored copy of the image, each padded and tiled as it is (so the result
+        mirrors exactly with the input, whatever its size).
         """
         image = np.asarray(image, np.float32)
         self.check_image(image)
+        if not tta:
+            return self._predict_one(image, tile)
+        flips = self.flips(True)
+        total = None
+        for flip in flips:
+            axes = tuple(axis - 1 for axis in flip)  # no batch axis here
+            flipped = np.ascontiguousarray(np.flip(image, axes)) if axes else image
+            probabilities = self._predict_one(flipped, tile)
+            probabilities = np.flip(probabilities, axes) if axes else probabilities
+            total = probabilities if total is None else total + probabilities
+        return total / len(flips)
+
+    def _predict_one(self, image: np.ndarray, tile: TileOptions | None) -> np.ndarray:
         if tile is None:
             padded, crop = tiling.pad_to_multiple(image, self.align)
-            return self.predict_batch(padded[None], tta=tta)[0][crop]
+            return self.predict_batch(padded[None])[0][crop]
         return tiling.predict_tiled(
-            lambda tiles: self.predict_batch(tiles, tta=tta),
+            self.predict_batch,
             image,
             tile=tile.tile,
             overlap=tile.overlaps(),
