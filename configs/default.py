@@ -50,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
     train.num_overlays = 4  # validation images drawn with their prediction at each evaluation
     train.stop_after_steps = 0  # stop (with a checkpoint) after this many steps of one invocation
     train.distributed = False  # call jax.distributed.initialize() (multi-host)
+    # Left None, these come from the cluster (SLURM, Kubernetes, Cloud TPU):
+    train.coordinator_address = config_dict.placeholder(str)  # e.g. "10.0.0.1:1234"
+    train.num_processes = config_dict.placeholder(int)
+    train.process_id = config_dict.placeholder(int)
     train.progress_bar = True
 
     config.optimizer = optimizer = ml_collections.ConfigDict()

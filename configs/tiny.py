@@ -27,5 +27,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 15
     config.train.num_overlays = 2
     config.optimizer.warmup_steps = 0
-    config.optimizer.learning_rate = 3e-3
+    config.optimizer.learning_rate = 3e-2
     return config

@@ -103,11 +103,13 @@ class ConvNormAct(nnx.Module):
         kernel_size: int = 3,
         rngs: nnx.Rngs,
     ):
+        # A normalisation layer has its own shift, which makes a conv bias redundant.
         self.conv = nnx.Conv(
             in_channels,
             out_channels,
             (kernel_size,) * spec.spatial_dims,
             padding="SAME",
+            use_bias=spec.norm == "none",
             dtype=spec.dtype,
             param_dtype=spec.param_dtype,
             rngs=rngs,

@@ -20,9 +20,15 @@ def initialize_distributed(
     num_processes: int | None = None,
     process_id: int | None = None,
 ) -> None:
-    """Joins a multi-host run; arguments left None are read from the cluster environment."""
+    """Joins a multi-process run; arguments left None are read from the cluster environment.
+
+    On CPU, cross-process collectives go through gloo (XLA's CPU default has none).
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
-        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
     )
     logging.info(
         "process %d of %d, %d local / %d global devices",

@@ -91,8 +91,8 @@ def make_train_step(
         step_metrics = {
             "loss": loss,
             "loss_per_head": per_head,
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(params),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(params),
             "finite": finite,
         }
         if schedule is not None:

@@ -66,6 +66,17 @@ def resolve_config(
     return config
 
 
+def prepare_data(data_config: ml_collections.ConfigDict) -> data.DatasetInfo:
+    """Process 0 builds the dataset while the others wait, then they read what it wrote."""
+    if jax.process_index() == 0:
+        info = data.prepare(data_config)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("unetjax: dataset prepared")
+    if jax.process_index() != 0:
+        info = data.prepare(data_config)
+    return info
+
+
 def _state_dict(state: steps.TrainState) -> dict[str, Any]:
     return {
         "step": state.step,
@@ -145,8 +156,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
     train_config = config.train
     if train_config.distributed:
-        parallel.initialize_distributed()
-    info = data.prepare(config.data)
+        parallel.initialize_distributed(
+            train_config.coordinator_address, train_config.num_processes, train_config.process_id
+        )
+    info = prepare_data(config.data)
     config = resolve_config(config, info)
     mesh = parallel.make_mesh()
     local_batch = parallel.check_batch_size(train_config.batch_size, mesh)
@@ -228,18 +241,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     stop = _StopSignal()
     try:
         with stop.installed():
-            step = start
+            step, previous = start, None
             for step in range(start + 1, train_config.num_steps + 1):
                 batch = parallel.shard_batch(next(train_iter), mesh)
                 state, step_metrics = train_step(state, batch)
+                if previous is not None:  # the step before, read while this one computes
+                    check_finite(*previous)
+                previous = (step, step_metrics)
                 progress.update(step, step_metrics)
                 is_last = step == train_config.num_steps
-                if step % train_config.log_every == 0 or is_last:
+                budget = train_config.stop_after_steps
+                if budget and step - start >= budget and not is_last:
+                    stop.received = stop.received or f"the step budget of {budget}"
+                log_now = step % train_config.log_every == 0 or is_last
+                eval_now = step % train_config.eval_every == 0 or is_last
+                save_now = step % train_config.checkpoint_every == 0 or eval_now or stop.received
+                if log_now or save_now:
                     check_finite(step, step_metrics)
+                if log_now:
                     writer.write(step, progress.log_values(step, step_metrics), prefix="train")
                 scores = None
-                if step % train_config.eval_every == 0 or is_last:
-                    check_finite(step, step_metrics)
+                if eval_now:
                     eval_metrics, shown = evaluate(
                         eval_step, state, config, mesh, head_depths, config.data.val_split
                     )
@@ -258,8 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         )
                     )
                     scores = dict(eval_metrics)
-                if step % train_config.checkpoint_every == 0 or is_last or scores is not None:
-                    check_finite(step, step_metrics)
+                if save_now:
                     manager.save(step, _state_dict(state), train_iter.get_state(), scores)
                 if scores is not None and train_config.best_metric:
                     value = scores[train_config.best_metric]
@@ -275,12 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         )
                         result.stopped_early = True
                         break
-                if train_config.stop_after_steps and step - start >= train_config.stop_after_steps:
-                    stop.received = f"step budget of {train_config.stop_after_steps}"
-                if stop.received and not is_last:
-                    check_finite(step, step_metrics)
-                    if step % train_config.checkpoint_every and scores is None:
-                        manager.save(step, _state_dict(state), train_iter.get_state())
+                if stop.received:
                     progress.note(
                         f"stopped by {stop.received} at step {step}: checkpoint saved; "
                         "rerun the same command to resume"

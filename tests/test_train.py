@@ -1,0 +1,296 @@
+"""The training loop on the tiny config: learning, data parallelism, exact resume, NaN stop."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import tiny
+from unetjax import checkpoint, losses, run, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_config(data_dir, **train_overrides):
+    config = tiny.get_config()
+    config.data.data_dir = data_dir
+    config.train.progress_bar = False
+    config.train.num_overlays = 0
+    for key, value in train_overrides.items():
+        config.train[key] = value
+    return config
+
+
+def read_metrics(workdir, split):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def saved_params(workdir, step=None):
+    """The parameters of a run's checkpoint as a flat {path: array} dict, read back from disk."""
+    config = run.load_config(workdir)
+    model = nnx.eval_shape(lambda: run.build_model(config.model))
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    steps = checkpoint.checkpoint_steps(run.checkpoint_dir(workdir))
+    step = max(steps) if step is None else step
+    restored = checkpoint.restore_subtree(run.checkpoint_dir(workdir), {"params": params}, step)
+    return {path: np.asarray(v) for path, v in nnx.to_flat_state(restored["params"])}
+
+
+def test_loss_falls_and_every_head_is_evaluated(tmp_path, data_dir):
+    workdir = str(tmp_path / "run")
+    result = train.train_and_evaluate(
+        tiny_config(data_dir, num_steps=40, log_every=5, eval_every=40), workdir
+    )
+    losses_logged = [r["loss"] for r in read_metrics(workdir, "train")]
+    assert np.mean(losses_logged[-2:]) < 0.9 * np.mean(losses_logged[:2])
+    assert result.head_depths == (1, 2)
+    for name in ("iou_L1", "iou_L2", "iou_accurate", "dice_L2", "loss_L1"):
+        assert 0.0 <= result.eval_metrics[name] <= (1.0 if "loss" not in name else 10.0)
+    assert os.path.isfile(os.path.join(workdir, "config.json"))
+    assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+
+
+def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_parameters(tmp_path, data_dir):
+    config = tiny_config(data_dir, num_steps=12, eval_every=12, checkpoint_every=12)
+    straight = str(tmp_path / "straight")
+    train.train_and_evaluate(config, straight)
+
+    resumed = str(tmp_path / "resumed")
+    first = train.train_and_evaluate(
+        tiny_config(data_dir, num_steps=12, eval_every=12, checkpoint_every=12, stop_after_steps=5),
+        resumed,
+    )
+    assert first.interrupted and first.step == 5
+    second = train.train_and_evaluate(config, resumed)
+    assert second.resumed_from == 5 and second.step == 12
+
+    expected, actual = saved_params(straight), saved_params(resumed)
+    assert expected.keys() == actual.keys()
+    for path, value in expected.items():
+        np.testing.assert_array_equal(actual[path], value, err_msg=str(path))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, data_dir, monkeypatch
+):
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(
+        tiny_config(data_dir, num_steps=4, eval_every=4, checkpoint_every=4), workdir
+    )
+    good = saved_params(workdir)
+
+    real_loss = losses.deep_supervision_loss
+
+    def nan_loss(*args, **kwargs):
+        total, per_head = real_loss(*args, **kwargs)
+        return total * np.nan, per_head
+
+    monkeypatch.setattr(losses, "deep_supervision_loss", nan_loss)
+    with pytest.raises(train.NonFiniteLossError, match=r"at step 5; .* \(step 4\) is kept"):
+        train.train_and_evaluate(
+            tiny_config(data_dir, num_steps=8, eval_every=8, checkpoint_every=2), workdir
+        )
+    assert checkpoint.checkpoint_steps(run.checkpoint_dir(workdir)) == [4]
+    after = saved_params(workdir)
+    for path, value in good.items():
+        np.testing.assert_array_equal(after[path], value)
+
+
+TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import jax
+
+    from configs import tiny
+    from unetjax import train
+
+    workdir, data_dir = sys.argv[1], sys.argv[2]
+    config = tiny.get_config()
+    config.data.data_dir = data_dir
+    config.data.augment = False
+    config.train.progress_bar = False
+    config.train.num_overlays = 0
+    config.train.num_steps = config.train.eval_every = config.train.checkpoint_every = 4
+    train.train_and_evaluate(config, workdir)
+    print("devices", jax.device_count())
+    """
+)
+
+
+def run_devices(count, workdir, data_dir):
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=ROOT,
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", TRAIN_SCRIPT, workdir, data_dir],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"devices {count}" in completed.stdout
+
+
+def test_two_devices_match_one_device_with_the_same_global_batch(tmp_path, data_dir):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run_devices(1, one, data_dir)
+    run_devices(2, two, data_dir)
+    expected, actual = saved_params(one), saved_params(two)
+    for path, value in expected.items():
+        # Same maths, different reduction order across devices: float32 rounding only.
+        np.testing.assert_allclose(actual[path], value, rtol=1e-4, atol=1e-5, err_msg=str(path))
+
+
+DISTRIBUTED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from configs import tiny
+    from unetjax import train
+
+    workdir, data_dir, port, process_id = sys.argv[1:]
+    config = tiny.get_config()
+    config.data.data_dir = data_dir
+    config.train.progress_bar = False
+    config.train.num_overlays = 0
+    config.train.num_steps = config.train.eval_every = config.train.checkpoint_every = 4
+    config.train.distributed = True
+    config.train.coordinator_address = f"localhost:{port}"
+    config.train.num_processes = 2
+    config.train.process_id = int(process_id)
+    result = train.train_and_evaluate(config, workdir)
+    iou = result.eval_metrics["iou_L2"]
+    print("processes", jax.process_count(), "step", result.step, "iou", iou)
+    """
+)
+
+
+def test_two_processes_train_in_lockstep(tmp_path, data_dir):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    workdir = str(tmp_path / "distributed")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", DISTRIBUTED_SCRIPT, workdir, data_dir, str(port), str(i)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    lines = [stdout.strip().splitlines()[-1] for stdout, _ in outputs]
+    # Both processes report the same step and the same globally reduced validation IoU.
+    assert lines[0] == lines[1] and lines[0].startswith("processes 2 step 4")
+    assert checkpoint.checkpoint_steps(run.checkpoint_dir(workdir)) == [4]
+
+
+def test_a_checkpoint_restores_every_field(tmp_path):
+    import optax
+
+    from unetjax import nested_unet, steps
+
+    model = nested_unet.UNetPlusPlus(
+        filters=(4, 8, 16), norm="batch", dropout=0.1, rngs=nnx.Rngs(3)
+    )
+    optimizer = optax.adam(1e-3)
+    _, state = steps.create_train_state(model, optimizer)
+    state = state.replace(
+        step=state.step + 7, opt_state=jax.tree.map(lambda x: x + 1, state.opt_state)
+    )
+    saved = train._state_dict(state)
+    manager = checkpoint.CheckpointManager(tmp_path / "ckpt")
+    manager.save(7, saved, {"position": 12, "seed": 3})
+    manager.wait_until_finished()
+    _, blank = steps.create_train_state(
+        nested_unet.UNetPlusPlus(filters=(4, 8, 16), norm="batch", dropout=0.1, rngs=nnx.Rngs(9)),
+        optimizer,
+    )
+    restored, data_state = manager.restore(train._state_dict(blank))
+    manager.close()
+    assert data_state == {"position": 12, "seed": 3}
+
+    def raw(x):
+        return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+    saved_leaves = jax.tree.leaves(jax.tree.map(raw, saved))
+    restored_leaves = jax.tree.leaves(jax.tree.map(raw, restored))
+    assert len(saved_leaves) == len(restored_leaves)
+    for before, after in zip(saved_leaves, restored_leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
+
+
+def test_train_py_runs_the_tiny_config_end_to_end(tmp_path, data_dir):
+    workdir = str(tmp_path / "cli")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/tiny.py",
+            "--workdir",
+            workdir,
+            f"--config.data.data_dir={data_dir}",
+            "--config.train.num_steps=6",
+            "--config.train.eval_every=6",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "| L2 |" in completed.stdout and "| accurate |" in completed.stdout
+    assert os.listdir(os.path.join(workdir, "overlays", "step_6"))
+
+
+def test_a_mistyped_override_is_an_error(tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/tiny.py",
+            "--config.train.batchsize=8",
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode != 0
+    assert "batchsize" in completed.stderr
