@@ -49,7 +49,8 @@ def main(argv: list[str]) -> int:
     if result.eval_metrics:
         print(results_table(result.eval_metrics, result.head_depths))
     print(f"run directory: {workdir}")
-    return 130 if result.interrupted else 0
+    # Stopped by a signal: the shell's 128 + signal number, after the checkpoint was written.
+    return 128 + result.stop_signal if result.stop_signal else 0
 
 
 if __name__ == "__main__":

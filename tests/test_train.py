@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -274,6 +276,43 @@ def test_train_py_runs_the_tiny_config_end_to_end(tmp_path, data_dir):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "| L2 |" in completed.stdout and "| accurate |" in completed.stdout
     assert os.listdir(os.path.join(workdir, "overlays", "step_6"))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, data_dir):
+    workdir = str(tmp_path / "signal")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/tiny.py",
+            "--workdir",
+            workdir,
+            f"--config.data.data_dir={data_dir}",
+            "--config.train.num_steps=100000",
+            "--config.train.log_every=5",
+            "--config.train.checkpoint_every=100000",
+            "--config.train.eval_every=100000",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in process.stdout:  # wait until training is under way
+        lines.append(line)
+        if "step 5:" in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    stopped = re.search(r"stopped by SIGTERM at step (\d+): checkpoint saved", output)
+    assert stopped, output[-3000:]
+    steps = checkpoint.checkpoint_steps(run.checkpoint_dir(workdir))
+    assert steps == [int(stopped.group(1))]
 
 
 def test_a_mistyped_override_is_an_error(tmp_path):

@@ -39,6 +39,7 @@ class TrainResult:
     head_depths: tuple[int, ...]
     resumed_from: int | None = None
     interrupted: bool = False
+    stop_signal: int | None = None  # SIGINT / SIGTERM number when a signal stopped the run
     stopped_early: bool = False
 
 
@@ -91,9 +92,10 @@ class _StopSignal:
 
     def __init__(self):
         self.received: str | None = None
+        self.signum: int | None = None
 
     def __call__(self, signum, frame):
-        self.received = signal.Signals(signum).name
+        self.received, self.signum = signal.Signals(signum).name, signum
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_StopSignal]:
@@ -301,7 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         f"stopped by {stop.received} at step {step}: checkpoint saved; "
                         "rerun the same command to resume"
                     )
-                    result.interrupted = True
+                    result.interrupted, result.stop_signal = True, stop.signum
                     break
             result.step = step
             result.eval_metrics = eval_metrics
