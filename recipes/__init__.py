@@ -1,0 +1,1 @@
+"""End-to-end recipes: commands that go from a data folder to a results table."""
