@@ -4,7 +4,7 @@
 
 Filters 16..256 (a quarter of the paper's 32..512 FLOPs) and batch norm, 96x96 patches of
 128x128 images, 800 steps of Adam with cosine decay: about 10 minutes on a 2-core CPU.
-Expected: validation IoU about 0.8 per head (see README for the measured table).
+Expected: validation IoU about 0.92 at L2..L4 and 0.90 at L1 (the table in README.md).
 """
 
 import ml_collections
