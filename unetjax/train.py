@@ -255,9 +255,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 budget = train_config.stop_after_steps
                 if budget and step - start >= budget and not is_last:
                     stop.received = stop.received or f"the step budget of {budget}"
+                # One reading per step: a signal that lands after it stops the next step, so
+                # the decision to save and the decision to stop always agree.
+                stopping = stop.received
                 log_now = step % train_config.log_every == 0 or is_last
                 eval_now = step % train_config.eval_every == 0 or is_last
-                save_now = step % train_config.checkpoint_every == 0 or eval_now or stop.received
+                save_now = step % train_config.checkpoint_every == 0 or eval_now or stopping
                 if log_now or save_now:
                     check_finite(step, step_metrics)
                 if log_now:
@@ -298,9 +301,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         )
                         result.stopped_early = True
                         break
-                if stop.received:
+                if stopping:
                     progress.note(
-                        f"stopped by {stop.received} at step {step}: checkpoint saved; "
+                        f"stopped by {stopping} at step {step}: checkpoint saved; "
                         "rerun the same command to resume"
                     )
                     result.interrupted, result.stop_signal = True, stop.signum
