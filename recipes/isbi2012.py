@@ -12,7 +12,8 @@ prints the table. docs/isbi2012.md is the guide.
 
 Rerunning the same command continues unfinished training runs (train.py resumes from the latest
 checkpoint) and re-evaluates. `--steps`, `--only` and `--extra` change the budget, the models and
-any config field; `--skip-train` only evaluates runs that exist.
+any config field; `--skip-train` only evaluates runs that exist. The tables cover every model
+evaluated in the output root, so models can be run one `--only` at a time.
 
 This process never imports JAX: on a GPU it would take device memory the training processes need.
 """
@@ -29,7 +30,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -56,6 +56,7 @@ PRUNED_MODEL = "unetpp"  # the one whose L1..L4 table and plot the results show
 RESULTS_MD, RESULTS_JSON = "results.md", "results.json"
 PRUNING_PNG = "unetpp_pruning.png"
 EVAL_DIR = "eval_test"
+RECORD = "recipe.json"  # in each run directory: the commands that produced it
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -193,6 +194,21 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_record(workdir: str) -> dict:
+    path = os.path.join(workdir, RECORD)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def update_record(workdir: str, **values: str) -> None:
+    """Merges `values` into the run's recipe.json (the commands behind its numbers)."""
+    record = {**read_record(workdir), **values}
+    with open(os.path.join(workdir, RECORD), "w") as f:
+        json.dump(record, f, indent=2)
+
+
 def saved_steps(workdir: str) -> set[int]:
     """Steps of the finished checkpoints (Orbax renames a step's folder to its number when done)."""
     directory = os.path.join(workdir, "checkpoints")
@@ -201,7 +217,7 @@ def saved_steps(workdir: str) -> set[int]:
     return {int(name) for name in os.listdir(directory) if name.isdigit()}
 
 
-def best_step(workdir: str, metric: str | None, mode: str = "max") -> int | None:
+def best_step(workdir: str, metric: str | None, mode: str | None = "max") -> int | None:
     """The saved checkpoint with the best validation `metric` (metrics.jsonl); None: the latest."""
     if not metric:
         return None
@@ -213,7 +229,7 @@ def best_step(workdir: str, metric: str | None, mode: str = "max") -> int | None
     ]
     if not scored:
         return None
-    sign = 1 if mode == "max" else -1
+    sign = -1 if mode == "min" else 1
     return max(scored, key=lambda pair: (sign * pair[0], pair[1]))[1]
 
 
@@ -279,8 +295,9 @@ def _scores(row: dict) -> dict:
     }
 
 
-def collect(model: Model, workdir: str, commands: dict, train_wall_s: float | None) -> dict:
-    """One model's result from its run's config.json, metrics.jsonl and evaluation.json."""
+def collect(model: Model, workdir: str, evaluated_now: bool) -> dict:
+    """One model's result from its run's config.json, metrics.jsonl, evaluation.json and
+    recipe.json."""
     with open(os.path.join(workdir, "config.json")) as f:
         config = json.load(f)
     with open(os.path.join(workdir, EVAL_DIR, "evaluation.json")) as f:
@@ -289,6 +306,7 @@ def collect(model: Model, workdir: str, commands: dict, train_wall_s: float | No
     depth, mode = main_setting(config["model"], config["train"].get("best_metric"))
     main_row = next(r for r in rows if (r["depth"], r["mode"]) == (depth, mode))
     seconds, intervals = train_seconds_per_step(workdir, config["train"]["batch_size"])
+    record = read_record(workdir)
     return {
         "name": model.name,
         "title": model.title,
@@ -301,6 +319,9 @@ def collect(model: Model, workdir: str, commands: dict, train_wall_s: float | No
         "num_steps": config["train"]["num_steps"],
         "batch_size": config["train"]["batch_size"],
         "patch_size": config["data"]["patch_size"],
+        "eval_patch_size": config["data"].get("eval_patch_size"),
+        "val_stems": config["data"].get("val_stems"),
+        "test_stems": config["data"].get("test_stems"),
         "best_metric": config["train"].get("best_metric"),
         "step": report["step"],
         "device": report["device"],
@@ -310,10 +331,10 @@ def collect(model: Model, workdir: str, commands: dict, train_wall_s: float | No
         "reference_accuracy": model.reference_accuracy,
         "train_seconds_per_step": seconds,
         "train_logged_intervals": intervals,
-        "train_wall_s": train_wall_s,
         "evaluation": os.path.join(workdir, EVAL_DIR),
+        "evaluated_now": evaluated_now,
         "rows": [_scores(r) for r in rows],
-        "commands": commands,
+        "commands": {key: record.get(key) for key in ("train", "evaluate")},
     }
 
 
@@ -325,12 +346,24 @@ def markdown(results: list[dict], recipe_command: str) -> str:
     """The combined table, the UNet++ pruning table and the commands behind every number."""
     first = results[0]
     tile = f"overlap-tile {first['tile']}x{first['tile']}" if first["tile"] else "whole images"
+    crop = first["eval_patch_size"]
+    size = f"central {'x'.join(map(str, crop))} crops" if crop else "full 512x512 slices"
+    budgets = {
+        (r["num_steps"], r["batch_size"], "x".join(map(str, r["patch_size"]))) for r in results
+    }
+    if len(budgets) == 1:
+        steps, batch, patch = budgets.pop()
+        budget = f"{steps} steps, batch {batch}, patch {patch}"
+    else:
+        budget = "budgets differ: " + "; ".join(
+            f"{r['title']} {r['num_steps']} steps, batch {r['batch_size']}" for r in results
+        )
     lines = [
-        f"ISBI 2012 membranes, test slices ({first['num_images']} images, 512x512, {tile}); "
-        f"{first['num_steps']} steps, batch {first['batch_size']}, patch "
-        f"{'x'.join(map(str, first['patch_size']))}; evaluated on {first['device']}. "
-        "IoU and Dice of the membrane class, mean over images; pixel accuracy of the binarised "
-        "prediction at 0.5 and at the threshold with the best validation IoU (slices 23-24).",
+        f"ISBI 2012 membranes, test slices {', '.join(first['test_stems'] or [])} "
+        f"({first['num_images']} images, {size}, {tile}); {budget}; evaluated on "
+        f"{first['device']}. IoU and Dice of the membrane class, mean over images; pixel "
+        "accuracy of the binarised prediction at 0.5 and at the threshold with the best IoU on "
+        f"the validation slices {', '.join(first['val_stems'] or [])}.",
         "",
         "| model | params | checkpoint | setting | membrane IoU | membrane Dice | "
         "pixel acc. (0.5) | best val. threshold | pixel acc. (best thr.) | "
@@ -339,7 +372,8 @@ def markdown(results: list[dict], recipe_command: str) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r['title']} | {r['params']:,} | {r['step']} | {r['setting']} | "
+            f"| {r['title']}{'' if r['evaluated_now'] else ' *'} | {r['params']:,} | "
+            f"{r['step']} | {r['setting']} | "
             f"{r['iou']:.4f} ± {r['iou_std']:.4f} | {r['dice']:.4f} ± {r['dice_std']:.4f} | "
             f"{r['accuracy']:.4f} | {r['best_threshold']} | {_number(r['accuracy_at_best'])} | "
             f"{_number(r['reference_accuracy'], 3)} | {_number(r['train_seconds_per_step'], 2)} |"
@@ -349,13 +383,18 @@ def markdown(results: list[dict], recipe_command: str) -> str:
         "Reference: pixel accuracy on held-out slices with 25 training slices, from one student "
         "report (the data README); ours trains on 23. s/step: median over the logged intervals.",
     ]
+    if not all(r["evaluated_now"] for r in results):
+        lines.append(
+            "* evaluated by an earlier run of the recipe in this output root, not by the command "
+            "below; its own commands are listed with it."
+        )
     pruned = next((r for r in results if r["name"] == PRUNED_MODEL), None)
     if pruned is not None:
         lines += [
             "",
             f"{pruned['title']} pruned to depth L (fast: head L alone; accurate: mean of heads "
-            f"1..L), step {pruned['step']}; latency per 512x512 image, batch 1, median of the "
-            "timed calls, host transfer included:",
+            f"1..L), step {pruned['step']}; latency per image ({size[:-1]}, {tile}), batch 1, "
+            "median of the timed calls, host transfer included:",
             "",
             "| L | mode | params | latency (ms) | membrane IoU | membrane Dice | "
             "pixel acc. (0.5) | best val. threshold | IoU (best thr.) | pixel acc. (best thr.) |",
@@ -371,8 +410,8 @@ def markdown(results: list[dict], recipe_command: str) -> str:
         lines += ["", f"![UNet++ pruning: test IoU against latency]({PRUNING_PNG})"]
     lines += ["", "Produced by:", "", "```bash", recipe_command]
     for r in results:
-        lines += [f"# {r['title']}"]
-        lines += [r["commands"][key] for key in ("train", "evaluate") if r["commands"].get(key)]
+        known = [r["commands"][key] for key in ("train", "evaluate") if r["commands"].get(key)]
+        lines += [f"# {r['title']}" + (", run by:" if known else ": commands not recorded"), *known]
     lines += ["```"]
     return "\n".join(lines) + "\n"
 
@@ -383,24 +422,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe_command = shlex.join(
         ["python", "recipes/isbi2012.py", *(sys.argv[1:] if argv is None else argv)]
     )
-    train_wall: dict[str, float | None] = {}
-    commands: dict[str, dict] = {m.name: {} for m in args.models}
-    for model in args.models:
+    for model in [] if args.skip_train else args.models:
         workdir = os.path.join(args.output, model.name)
-        if args.skip_train:
-            train_wall[model.name] = None
-            continue
         command = train_command(model, args)
-        start = time.perf_counter()
         status = run_logged(command, os.path.join(workdir, "train.log"))
-        train_wall[model.name] = time.perf_counter() - start
         if status != 0:
             hint = "; rerun the same command to resume" if status == 130 else ""
             _say(f"isbi2012: training {model.name} ended with status {status}{hint}")
             return 1
-        commands[model.name]["train"] = _shown(command)
+        update_record(workdir, train=_shown(command))
 
-    results = []
     for model in args.models:
         workdir = os.path.join(args.output, model.name)
         config_path = os.path.join(workdir, "config.json")
@@ -420,9 +451,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run_logged(command, os.path.join(workdir, "evaluate.log")) != 0:
             _say(f"isbi2012: evaluating {model.name} failed; see {workdir}/evaluate.log")
             return 1
-        commands[model.name]["evaluate"] = _shown(command)
-        results.append(collect(model, workdir, commands[model.name], train_wall[model.name]))
+        update_record(workdir, evaluate=_shown(command))
 
+    # Every model evaluated in this output root, so that --only adds to the table.
+    results = [
+        collect(model, os.path.join(args.output, model.name), model in args.models)
+        for model in MODELS
+        if os.path.isfile(os.path.join(args.output, model.name, EVAL_DIR, "evaluation.json"))
+    ]
     pruned = next((r for r in results if r["name"] == PRUNED_MODEL), None)
     if pruned is not None:
         shutil.copyfile(

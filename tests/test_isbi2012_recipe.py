@@ -146,6 +146,8 @@ def test_results_table_json_and_plot_combine_the_evaluations(recipe_run):
     assert models["unet"]["params"] < models["unetpp"]["params"]
 
     table = (recipe_run / "results.md").read_text()
+    assert "test slices 03 (1 images, central 128x128 crops, overlap-tile 64x64)" in table
+    assert f"{STEPS} steps, batch 2, patch 64x64" in table and "validation slices 02." in table
     assert re.search(r"^\| U-Net \| [\d,]+ \| \d \| L2 fast \|", table, re.M)
     assert re.search(
         r"^\| UNet\+\+ \(deep supervision\) \| [\d,]+ \| \d \| L2 accurate \|", table, re.M
@@ -155,9 +157,24 @@ def test_results_table_json_and_plot_combine_the_evaluations(recipe_run):
             assert f"| L{depth} | {mode} |" in table
     assert "train.py --config configs/isbi2012_unetpp.py" in table
     assert "evaluate.py --model" in table and "--sweep" in table
+    for name in ("unet", "unetpp"):
+        record = json.loads((recipe_run / name / "recipe.json").read_text())
+        assert record["train"].startswith(f"python train.py --config configs/isbi2012_{name}.py")
+        assert record["evaluate"] == models[name]["commands"]["evaluate"]
+        assert record["train"] in table and record["evaluate"] in table
+    assert "*" not in table.split("Produced by")[0].replace("**", "")
     plot = recipe_run / isbi2012.PRUNING_PNG
     assert plot.read_bytes() == (recipe_run / "unetpp" / "eval_test" / "pruning.png").read_bytes()
     assert Image.open(plot).format == "PNG"
+
+
+@pytest.mark.slow
+def test_models_from_an_earlier_run_are_marked_in_the_table(recipe_run):
+    models = json.loads((recipe_run / "results.json").read_text())["models"]
+    models[0]["evaluated_now"] = False  # as after `--only unetpp` in the same output root
+    table = isbi2012.markdown(models, "python recipes/isbi2012.py --only unetpp")
+    assert "| U-Net * |" in table and "| UNet++ (deep supervision) |" in table
+    assert "* evaluated by an earlier run of the recipe" in table
 
 
 @pytest.mark.slow
