@@ -15,4 +15,5 @@ def get_config() -> ml_collections.ConfigDict:
     config = unetpp_l4.get_config()
     config.model.architecture = "unet_3plus"
     config.model.cat_channels = 16
+    config.train.best_metric = "iou_L4"  # UNet 3+ predicts from its top decoder level
     return config

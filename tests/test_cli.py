@@ -165,3 +165,11 @@ def test_evaluate_writes_the_pruning_table_json_and_plot(trained, tmp_path):
     assert "| L2 | accurate |" in table and "best threshold" in table
     assert Image.open(out / "pruning.png").size == (900, 600)
     assert "wrote evaluation.json" in result.stdout
+
+
+def test_plot_tick_labels_keep_the_decimals_of_their_step():
+    from unetjax.cli.plot import _format
+
+    assert [_format(v, 0.025) for v in (0.425, 0.45, 0.475)] == ["0.425", "0.450", "0.475"]
+    assert _format(0.55 - 0.05, 0.55 - 0.5) == "0.50"
+    assert _format(10.0, 5.0) == "10"

@@ -315,6 +315,13 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, data_dir):
     assert steps == [int(stopped.group(1))]
 
 
+def test_an_unknown_best_metric_fails_before_training(tmp_path, data_dir):
+    config = tiny_config(data_dir, best_metric="iou_L4")  # the tiny model has heads L1, L2
+    with pytest.raises(ValueError, match=r"best_metric='iou_L4' .* heads \[1, 2\]"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(run.checkpoint_dir(str(tmp_path / "run")))
+
+
 def test_a_mistyped_override_is_an_error(tmp_path):
     completed = subprocess.run(
         [

@@ -67,6 +67,23 @@ def resolve_config(
     return config
 
 
+def metric_names(head_depths: tuple[int, ...]) -> list[str]:
+    """The validation metrics `evaluate` reports for a model with these heads."""
+    names = ["loss"] + [f"loss_L{depth}" for depth in head_depths]
+    for metric in ("iou", "dice", "accuracy"):
+        names += [f"{metric}_L{depth}" for depth in head_depths] + [f"{metric}_accurate"]
+    return names
+
+
+def check_best_metric(best_metric: str, head_depths: tuple[int, ...]) -> None:
+    """Fails before training, not at the first evaluation, when the metric does not exist."""
+    if best_metric and best_metric not in metric_names(head_depths):
+        raise ValueError(
+            f"train.best_metric={best_metric!r} is not reported for a model with heads "
+            f"{list(head_depths)}; choose one of {metric_names(head_depths)} (or '' for none)"
+        )
+
+
 def prepare_data(data_config: ml_collections.ConfigDict) -> data.DatasetInfo:
     """Process 0 builds the dataset while the others wait, then they read what it wrote."""
     if jax.process_index() == 0:
@@ -174,6 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     model = run.build_model(config.model, seed=config.seed)
     head_depths = model.head_depths
+    check_best_metric(train_config.best_metric, head_depths)
     optimizer, schedule = optim.make_optimizer(config.optimizer, train_config.num_steps)
     graphdef, state = steps.create_train_state(model, optimizer)
     del model

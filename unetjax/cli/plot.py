@@ -27,7 +27,10 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def _format(value: float, step: float) -> str:
-    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+    """The tick label with as many decimals as the tick step needs (0.025 -> three)."""
+    decimals = 0
+    while decimals < 6 and abs(round(step, decimals) - step) > 1e-9 * step:
+        decimals += 1
     return f"{value:.{decimals}f}"
 
 
