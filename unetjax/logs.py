@@ -47,7 +47,7 @@ class ProgressReporter:
     """A tqdm bar (step, loss, images/s, ETA) on a terminal; plain log lines otherwise."""
 
     def __init__(self, start: int, total: int, batch_size: int, *, bar: bool = True):
-        self.batch_size = batch_size
+        self.batch_size, self.total = batch_size, total
         self.last_step, self.last_time = start, time.perf_counter()
         self.images_per_second = 0.0
         self._bar = None
@@ -56,14 +56,15 @@ class ProgressReporter:
 
             self._bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
-    def update(self, step: int, step_metrics: Mapping[str, jax.Array]) -> None:
+    def update(self, step: int) -> None:
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
 
     def log_values(self, step: int, step_metrics: Mapping[str, jax.Array]) -> dict[str, float]:
         """Host values of the step's metrics, with images/s since the previous call."""
         now = time.perf_counter()
-        self.images_per_second = (step - self.last_step) * self.batch_size / (now - self.last_time)
+        seconds_per_step = (now - self.last_time) / max(step - self.last_step, 1)
+        self.images_per_second = self.batch_size / seconds_per_step
         self.last_step, self.last_time = step, now
         values = {
             "loss": float(step_metrics["loss"]),
@@ -80,8 +81,14 @@ class ProgressReporter:
                 loss=f"{values['loss']:.4f}", img_s=f"{self.images_per_second:.1f}"
             )
         else:
+            eta = time.strftime("%H:%M:%S", time.gmtime((self.total - step) * seconds_per_step))
             logger.info(
-                "step %d: loss %.4f, %.1f images/s", step, values["loss"], self.images_per_second
+                "step %d/%d: loss %.4f, %.1f images/s, ETA %s",
+                step,
+                self.total,
+                values["loss"],
+                self.images_per_second,
+                eta,
             )
         return values
 

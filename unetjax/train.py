@@ -268,7 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 if previous is not None:  # the step before, read while this one computes
                     check_finite(*previous)
                 previous = (step, step_metrics)
-                progress.update(step, step_metrics)
+                progress.update(step)
                 is_last = step == train_config.num_steps
                 budget = train_config.stop_after_steps
                 if budget and step - start >= budget and not is_last:
