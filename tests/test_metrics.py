@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.segmentation_cases import CASES, SPATIAL, random_mask
 from unetjax import metrics
 
-SPATIAL = {2: (5, 6), 3: (3, 4, 5)}
 # One compiled program per case instead of one per eager op keeps the file fast; the errors
 # are raised while tracing, so they are still checked.
 confusion_counts = jax.jit(
@@ -52,20 +52,7 @@ def random_case(seed, spatial_dims, activation, classes, multi_label=False):
     rng = np.random.default_rng(seed)
     shape = (3, *SPATIAL[spatial_dims])
     probabilities = rng.uniform(0, 1, (*shape, classes)).astype(np.float32)
-    if multi_label:
-        mask = rng.integers(0, 2, (*shape, classes), dtype=np.int32)
-    elif activation == "softmax":
-        mask = rng.integers(0, classes, shape, dtype=np.int32)
-    else:
-        mask = rng.integers(0, 2, shape, dtype=np.int32)
-    return probabilities, mask
-
-
-CASES = [  # (activation, classes, multi_label)
-    ("sigmoid", 1, False),
-    ("softmax", 3, False),
-    ("sigmoid", 3, True),
-]
+    return probabilities, random_mask(rng, shape, activation, classes, multi_label)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
