@@ -132,23 +132,20 @@ TRAIN_SCRIPT = textwrap.dedent(
 )
 
 
-def run_devices(count, workdir, data_dir):
-    env = dict(
-        os.environ,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT,
-    )
+def run_python(args, **env):
+    """Runs `python *args` in the repository on the CPU; fails the test on a non-zero exit."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **env)
     completed = subprocess.run(
-        [sys.executable, "-c", TRAIN_SCRIPT, workdir, data_dir],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert f"devices {count}" in completed.stdout
+    return completed.stdout
+
+
+def run_devices(count, workdir, data_dir):
+    flags = f"--xla_force_host_platform_device_count={count}"
+    stdout = run_python(["-c", TRAIN_SCRIPT, workdir, data_dir], XLA_FLAGS=flags)
+    assert f"devices {count}" in stdout
 
 
 def test_two_devices_match_one_device_with_the_same_global_batch(tmp_path, data_dir):
@@ -254,10 +251,8 @@ def test_a_checkpoint_restores_every_field(tmp_path):
 
 def test_train_py_runs_the_tiny_config_end_to_end(tmp_path, data_dir):
     workdir = str(tmp_path / "cli")
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    completed = subprocess.run(
+    stdout = run_python(
         [
-            sys.executable,
             "train.py",
             "--config",
             "configs/tiny.py",
@@ -266,15 +261,9 @@ def test_train_py_runs_the_tiny_config_end_to_end(tmp_path, data_dir):
             f"--config.data.data_dir={data_dir}",
             "--config.train.num_steps=6",
             "--config.train.eval_every=6",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "| L2 |" in completed.stdout and "| accurate |" in completed.stdout
+    assert "| L2 |" in stdout and "| accurate |" in stdout
     assert os.listdir(os.path.join(workdir, "overlays", "step_6"))
 
 
