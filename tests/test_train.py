@@ -249,20 +249,22 @@ def test_a_checkpoint_restores_every_field(tmp_path):
         np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
 
 
+def tiny_train_command(workdir, data_dir, *overrides):
+    """`train.py` on the tiny config in `workdir`, with `--config.train.<key>=<value>` overrides."""
+    return [
+        "train.py",
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        workdir,
+        f"--config.data.data_dir={data_dir}",
+        *(f"--config.train.{o}" for o in overrides),
+    ]
+
+
 def test_train_py_runs_the_tiny_config_end_to_end(tmp_path, data_dir):
     workdir = str(tmp_path / "cli")
-    stdout = run_python(
-        [
-            "train.py",
-            "--config",
-            "configs/tiny.py",
-            "--workdir",
-            workdir,
-            f"--config.data.data_dir={data_dir}",
-            "--config.train.num_steps=6",
-            "--config.train.eval_every=6",
-        ]
-    )
+    stdout = run_python(tiny_train_command(workdir, data_dir, "num_steps=6", "eval_every=6"))
     assert "| L2 |" in stdout and "| accurate |" in stdout
     assert os.listdir(os.path.join(workdir, "overlays", "step_6"))
 
@@ -270,20 +272,9 @@ def test_train_py_runs_the_tiny_config_end_to_end(tmp_path, data_dir):
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, data_dir):
     workdir = str(tmp_path / "signal")
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    overrides = ("num_steps=100000", "log_every=5", "checkpoint_every=100000", "eval_every=100000")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "train.py",
-            "--config",
-            "configs/tiny.py",
-            "--workdir",
-            workdir,
-            f"--config.data.data_dir={data_dir}",
-            "--config.train.num_steps=100000",
-            "--config.train.log_every=5",
-            "--config.train.checkpoint_every=100000",
-            "--config.train.eval_every=100000",
-        ],
+        [sys.executable, *tiny_train_command(workdir, data_dir, *overrides)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

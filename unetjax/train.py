@@ -56,12 +56,10 @@ def resolve_config(
     }
     for key, value in derived.items():
         given = config.model.get(key)
-        if given is not None and key != "spatial_dims" and given != value:
-            raise ValueError(f"config.model.{key}={given!r} but the dataset has {value!r}")
-        if key == "spatial_dims" and given != value:
+        if given is not None and given != value:
             raise ValueError(
-                f"config.model.spatial_dims={given} but the dataset {config.data.name!r} is "
-                f"{value}D; set --config.model.spatial_dims={value}"
+                f"config.model.{key}={given!r} but the dataset {config.data.name!r} has "
+                f"{value!r}; set --config.model.{key}={value} or leave it unset"
             )
         config.model[key] = value
     return config
