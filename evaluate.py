@@ -5,4 +5,4 @@ import sys
 from unetjax.cli import evaluate
 
 if __name__ == "__main__":
-    sys.exit(evaluate.main())
+    sys.exit(evaluate.run())

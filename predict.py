@@ -5,4 +5,4 @@ import sys
 from unetjax.cli import predict
 
 if __name__ == "__main__":
-    sys.exit(predict.main())
+    sys.exit(predict.run())

@@ -16,18 +16,21 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = model = ml_collections.ConfigDict()
     model.architecture = "unet_plusplus"  # unet, wide_unet, unet_plus, unet_plusplus, unet_3plus
-    model.depth = 4  # levels 0..depth
-    model.base_filters = 32  # filters double per level: 32, 64, ..., unless `filters` is given
+    # Widths (graph.model_filters): `filters` per level if given, else `base_filters` (None: the
+    # paper's 32, 35 for the wide U-Net) doubled per level over levels 0..depth (None: 4).
+    model.depth = config_dict.placeholder(int)
+    model.base_filters = config_dict.placeholder(int)
     model.filters = config_dict.placeholder(tuple)
     model.deep_supervision = True
-    model.spatial_dims = 2
     model.norm = "batch"  # none (the paper), batch, instance, group
     model.activation = "relu"
     model.dropout = 0.0
     model.upsample = "transpose"  # transpose (2x2 transposed conv) or interpolate
     model.cat_channels = 64  # UNet 3+ only
     model.dtype = "float32"  # compute dtype; bfloat16 for mixed precision (params stay float32)
-    # Filled in from the dataset by train.py and saved with the run:
+    # Filled in from the dataset by train.py and saved with the run (data.spatial_dims says
+    # whether the data, and so the model, is 2D or 3D):
+    model.spatial_dims = config_dict.placeholder(int)
     model.in_channels = config_dict.placeholder(int)
     model.num_classes = config_dict.placeholder(int)
     model.output_activation = config_dict.placeholder(str)

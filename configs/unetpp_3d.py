@@ -13,7 +13,6 @@ from configs import default
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
-    config.model.spatial_dims = 3
     config.model.depth = 3
     config.model.base_filters = 8
     config.data.spatial_dims = 3

@@ -32,6 +32,9 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from unetjax import graph
+from unetjax.evaluation import names
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -249,32 +252,10 @@ def train_seconds_per_step(workdir: str, batch_size: int) -> tuple[float | None,
     return batch_size / statistics.median(rates), len(rates)
 
 
-def network_depth(model_config: dict) -> int:
-    """D: the deepest level (filters has D + 1 entries when given)."""
-    filters = model_config.get("filters")
-    return len(filters) - 1 if filters else int(model_config["depth"])
-
-
-def has_side_heads(model_config: dict) -> bool:
-    """Whether the network has heads L1..L{D-1} besides L{D} (see unetjax.graph.build_graph)."""
-    return bool(model_config["deep_supervision"]) and model_config["architecture"] in (
-        "unet_plus",
-        "unet_plusplus",
-        "unet_3plus",
-    )
-
-
 def main_setting(model_config: dict, best_metric: str | None) -> tuple[int, str]:
-    """The depth and mode the checkpoint is selected for, and so the one reported:
-    iou_accurate -> (D, accurate) with side heads, iou_L{d} -> (d, fast), else (D, fast)."""
-    depth = network_depth(model_config)
-    metric = best_metric or ""
-    if metric.endswith("_accurate") and has_side_heads(model_config):
-        return depth, "accurate"
-    prefix, _, level = metric.rpartition("_L")
-    if prefix and level.isdigit():
-        return int(level), "fast"
-    return depth, "fast"
+    """The depth and mode the checkpoint is selected for, and so the one reported."""
+    heads = graph.graph_from_config(model_config).head_depths
+    return names.selected_setting(best_metric, heads)
 
 
 def _scores(row: dict) -> dict:
@@ -314,8 +295,14 @@ def collect(model: Model, workdir: str, evaluated_now: bool) -> dict:
         "workdir": workdir,
         "architecture": config["model"]["architecture"],
         "deep_supervision": config["model"]["deep_supervision"],
-        "filters": config["model"].get("filters")
-        or [config["model"]["base_filters"] * 2**i for i in range(config["model"]["depth"] + 1)],
+        "filters": list(
+            graph.model_filters(
+                config["model"]["architecture"],
+                depth=config["model"].get("depth"),
+                filters=config["model"].get("filters"),
+                base_filters=config["model"].get("base_filters"),
+            )
+        ),
         "num_steps": config["train"]["num_steps"],
         "batch_size": config["train"]["batch_size"],
         "patch_size": config["data"]["patch_size"],

@@ -6,7 +6,6 @@ benchmarks/RESULTS.md can be regenerated.
 
 import importlib.util
 
-import jax
 import pytest
 
 from benchmarks import harness, pruning_speed, train_throughput
@@ -14,12 +13,7 @@ from benchmarks import harness, pruning_speed, train_throughput
 TINY = ["--base-filters", "4", "--warmup", "0", "--repeats", "1"]
 
 
-@pytest.fixture(autouse=True)
-def fast_compile():
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_pruning_speed_reports_every_depth_and_mode_with_ratios_to_l4(capsys, tmp_path):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from unetjax import checkpoint, inference, nested_unet, run
+from unetjax import checkpoint, inference, nested_unet, rundir
 
-jax.config.update("jax_disable_most_optimizations", True)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEP = 7
@@ -41,7 +41,7 @@ def make_tiny_run(workdir, config=None, *, seed: int = 0) -> nested_unet.NestedU
     """Saves a run (config.json + one checkpoint) like train.py's, with non-trivial batch
     statistics, and returns the full model it holds."""
     config = config or tiny_config()
-    model = run.build_model(config.model, seed=seed)
+    model = nested_unet.from_config(config.model, seed=seed)
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     rng = np.random.default_rng(seed)
 
@@ -58,11 +58,11 @@ def make_tiny_run(workdir, config=None, *, seed: int = 0) -> nested_unet.NestedU
         "model_state": model_state,
         "opt_state": {"mu": params},  # stands in for the optimizer state; never read here
     }
-    manager = checkpoint.CheckpointManager(run.checkpoint_dir(workdir))
+    manager = checkpoint.CheckpointManager(rundir.checkpoint_dir(workdir))
     manager.save(STEP, state, data_state={})
     manager.wait_until_finished()
     manager.close()
-    run.save_config(workdir, config)
+    rundir.save_config(workdir, config)
     return model
 
 
@@ -74,11 +74,19 @@ def saved_run(tmp_path_factory):
     return workdir, model, image
 
 
+# The modules each setting of the depth-2 UNet++ needs, read off the paper's Fig. 1 by hand.
+L1_FAST = {"x_0_0", "x_1_0", "x_0_1", "head_1"}
+L2_FAST = {"x_0_0", "x_1_0", "x_2_0", "x_0_1", "x_1_1", "x_0_2", "head_2"}
+L2_ACCURATE = L2_FAST | {"head_1"}
+NEEDED = {(1, "fast"): L1_FAST, (2, "fast"): L2_FAST, (2, "accurate"): L2_ACCURATE}
+
+
 def _expected_paths(model, depth, mode):
-    abstract = nested_unet.pruned_abstract(model, depth, mode)
-    _, params, model_state = nnx.split(abstract, nnx.Param, ...)
-    paths = {("params", *map(str, p)) for p, _ in nnx.to_flat_state(params)}
-    return paths | {("model_state", *map(str, p)) for p, _ in nnx.to_flat_state(model_state)}
+    """Every saved array (parameters and batch statistics) of the modules the setting needs."""
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    saved = {("params", *map(str, p)) for p, _ in nnx.to_flat_state(params)}
+    saved |= {("model_state", *map(str, p)) for p, _ in nnx.to_flat_state(model_state)}
+    return {path for path in saved if path[2] in NEEDED[depth, mode]}
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -118,7 +126,7 @@ def test_export_load_round_trip_gives_identical_outputs(saved_run, tmp_path):
     assert set(exported.restored_paths) == _expected_paths(model, 1, "fast")
     np.testing.assert_array_equal(exported.predict_batch(image), original.predict_batch(image))
     # At depth 1, accurate mode averages head 1 alone: the same subgraph.
-    assert inference.available_settings(run.load_config(out)) == [(1, "fast"), (1, "accurate")]
+    assert inference.available_settings(rundir.load_config(out)) == [(1, "fast"), (1, "accurate")]
     with pytest.raises(ValueError, match="cannot predict at depth 2"):
         inference.load_predictor(out, depth=2)
 

@@ -20,13 +20,7 @@ deep_supervision_loss = jax.jit(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compiles():
-    """Compile time dominates these tiny cases; restore the setting for other test files."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def reference_loss(logits, mask, activation, weight=None, reduction="image", smooth=1.0):

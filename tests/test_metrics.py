@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.segmentation_cases import CASES, SPATIAL, random_mask
-from unetjax import metrics
+from unetjax.evaluation import counts as metrics
 
 # One compiled program per case instead of one per eager op keeps the file fast; the errors
 # are raised while tracing, so they are still checked.
@@ -17,13 +17,7 @@ confusion_counts = jax.jit(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compiles():
-    """Compile time dominates these tiny cases; restore the setting for other test files."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def reference_counts(probabilities, mask, activation, threshold=0.5):

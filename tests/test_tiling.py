@@ -16,9 +16,10 @@ import pytest
 import scipy.ndimage
 from flax import nnx
 
-from unetjax import nested_unet, tiling
+from unetjax import nested_unet
+from unetjax.inference import tiling
 
-jax.config.update("jax_disable_most_optimizations", True)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 DEPTH = 2
 ALIGN = 2**DEPTH

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from configs import tiny
-from unetjax import checkpoint, losses, run, train
+from unetjax import checkpoint, losses, nested_unet, rundir, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,12 +41,12 @@ def read_metrics(workdir, split):
 
 def saved_params(workdir, step=None):
     """The parameters of a run's checkpoint as a flat {path: array} dict, read back from disk."""
-    config = run.load_config(workdir)
-    model = nnx.eval_shape(lambda: run.build_model(config.model))
+    config = rundir.load_config(workdir)
+    model = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
     _, params, _ = nnx.split(model, nnx.Param, ...)
-    steps = checkpoint.checkpoint_steps(run.checkpoint_dir(workdir))
+    steps = checkpoint.checkpoint_steps(rundir.checkpoint_dir(workdir))
     step = max(steps) if step is None else step
-    restored = checkpoint.restore_subtree(run.checkpoint_dir(workdir), {"params": params}, step)
+    restored = checkpoint.restore_subtree(rundir.checkpoint_dir(workdir), {"params": params}, step)
     return {path: np.asarray(v) for path, v in nnx.to_flat_state(restored["params"])}
 
 
@@ -104,7 +104,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
         train.train_and_evaluate(
             tiny_config(data_dir, num_steps=8, eval_every=8, checkpoint_every=2), workdir
         )
-    assert checkpoint.checkpoint_steps(run.checkpoint_dir(workdir)) == [4]
+    assert checkpoint.checkpoint_steps(rundir.checkpoint_dir(workdir)) == [4]
     after = saved_params(workdir)
     for path, value in good.items():
         np.testing.assert_array_equal(after[path], value)
@@ -211,13 +211,13 @@ def test_two_processes_train_in_lockstep(tmp_path, data_dir):
     lines = [stdout.strip().splitlines()[-1] for stdout, _ in outputs]
     # Both processes report the same step and the same globally reduced validation IoU.
     assert lines[0] == lines[1] and lines[0].startswith("processes 2 step 4")
-    assert checkpoint.checkpoint_steps(run.checkpoint_dir(workdir)) == [4]
+    assert checkpoint.checkpoint_steps(rundir.checkpoint_dir(workdir)) == [4]
 
 
 def test_a_checkpoint_restores_every_field(tmp_path):
     import optax
 
-    from unetjax import nested_unet, steps
+    from unetjax import steps
 
     model = nested_unet.UNetPlusPlus(
         filters=(4, 8, 16), norm="batch", dropout=0.1, rngs=nnx.Rngs(3)
@@ -291,7 +291,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, data_dir):
     assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
     stopped = re.search(r"stopped by SIGTERM at step (\d+): checkpoint saved", output)
     assert stopped, output[-3000:]
-    steps = checkpoint.checkpoint_steps(run.checkpoint_dir(workdir))
+    steps = checkpoint.checkpoint_steps(rundir.checkpoint_dir(workdir))
     assert steps == [int(stopped.group(1))]
 
 
@@ -299,7 +299,7 @@ def test_an_unknown_best_metric_fails_before_training(tmp_path, data_dir):
     config = tiny_config(data_dir, best_metric="iou_L4")  # the tiny model has heads L1, L2
     with pytest.raises(ValueError, match=r"best_metric='iou_L4' .* heads \[1, 2\]"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
-    assert not os.path.exists(run.checkpoint_dir(str(tmp_path / "run")))
+    assert not os.path.exists(rundir.checkpoint_dir(str(tmp_path / "run")))
 
 
 def test_a_mistyped_override_is_an_error(tmp_path):

@@ -17,6 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+logger = logging.getLogger(__name__)
+
 STATE = "state"
 DATA = "data"
 
@@ -100,9 +102,6 @@ class CheckpointManager:
     def best_step(self) -> int | None:
         return self._manager.best_step() if self.best_metric else None
 
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
-
     def save(
         self,
         step: int,
@@ -118,7 +117,7 @@ class CheckpointManager:
             }
         )
         self._manager.save(step, args=args, metrics=metrics, force=True)
-        logging.info("checkpoint for step %d started in %s", step, self.directory)
+        logger.info("checkpoint for step %d started in %s", step, self.directory)
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores the whole state into the structure, shardings and dtypes of `target`."""
@@ -147,6 +146,18 @@ def checkpoint_steps(directory: str | os.PathLike) -> list[int]:
     """The finished checkpoint steps under `directory` (no temporary directories)."""
     with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
         return list(manager.all_steps())
+
+
+def resolve_step(directory: str | os.PathLike, step: int | None) -> int:
+    """`step` if `directory` holds a checkpoint of it; the latest step when `step` is None."""
+    steps = checkpoint_steps(directory) if os.path.isdir(directory) else []
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    if step is None:
+        return max(steps)
+    if step not in steps:
+        raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; it has {steps}")
+    return step
 
 
 def restore_subtree(directory: str | os.PathLike, target: Any, step: int) -> Any:

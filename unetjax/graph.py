@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 ARCHITECTURES = ("unet", "wide_unet", "unet_plus", "unet_plusplus", "unet_3plus")
 INPUT = "input"
+DEFAULT_DEPTH = 4
+# Level-0 width of the papers' networks: the wide U-Net is widened to match UNet++'s parameters.
+PAPER_BASE_FILTERS = {"wide_unet": 35}
+PAPER_BASE = 32
 
 
 class Resample(enum.Enum):
@@ -202,6 +207,50 @@ def build_graph(architecture: str, depth: int = 4, *, deep_supervision: bool = T
     if not deep_supervision:
         heads = heads[-1:]
     return Graph(architecture, depth, tuple(nodes), tuple(heads))
+
+
+def model_filters(
+    architecture: str,
+    *,
+    depth: int | None = None,
+    filters: Sequence[int] | None = None,
+    base_filters: int | None = None,
+) -> tuple[int, ...]:
+    """Feature channels per level: the one rule every config-to-model path uses.
+
+    `filters` as given (then `depth`, if set, must be `len(filters) - 1`); otherwise `base_filters`
+    (default: the paper's 32, or 35 for the wide U-Net) doubled per level for `depth` + 1 levels
+    (default depth 4).
+    """
+    if filters:
+        filters = tuple(int(f) for f in filters)
+        if depth is not None and depth != len(filters) - 1:
+            raise ValueError(
+                f"filters {filters} has {len(filters)} levels; depth {depth} needs {depth + 1} "
+                f"(set depth to {len(filters) - 1}, or leave it unset to follow the filters)"
+            )
+        return filters
+    base = base_filters or PAPER_BASE_FILTERS.get(architecture, PAPER_BASE)
+    depth = DEFAULT_DEPTH if depth is None else depth
+    return tuple(base * 2**level for level in range(depth + 1))
+
+
+def graph_from_config(model_config: Mapping[str, Any]) -> Graph:
+    """The graph a `config.model` section describes (a ConfigDict or a plain dict of config.json).
+
+    Needs no JAX, so recipes and reports can read a run's heads and depth cheaply.
+    """
+    filters = model_filters(
+        model_config["architecture"],
+        depth=model_config.get("depth"),
+        filters=model_config.get("filters"),
+        base_filters=model_config.get("base_filters"),
+    )
+    return build_graph(
+        model_config["architecture"],
+        len(filters) - 1,
+        deep_supervision=model_config.get("deep_supervision", True),
+    )
 
 
 def ancestors(graph: Graph, names: Iterable[str]) -> set[str]:

@@ -7,11 +7,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
 from PIL import Image
+
+from unetjax.evaluation import names
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,16 @@ class MetricWriter:
 class ProgressReporter:
     """A tqdm bar (step, loss, images/s, ETA) on a terminal; plain log lines otherwise."""
 
-    def __init__(self, start: int, total: int, batch_size: int, *, bar: bool = True):
-        self.batch_size, self.total = batch_size, total
+    def __init__(
+        self,
+        start: int,
+        total: int,
+        batch_size: int,
+        head_depths: Sequence[int],
+        *,
+        bar: bool = True,
+    ):
+        self.batch_size, self.total, self.head_depths = batch_size, total, tuple(head_depths)
         self.last_step, self.last_time = start, time.perf_counter()
         self.images_per_second = 0.0
         self._bar = None
@@ -74,8 +84,9 @@ class ProgressReporter:
         }
         if "learning_rate" in step_metrics:
             values["learning_rate"] = float(step_metrics["learning_rate"])
-        for index, loss in enumerate(np.asarray(step_metrics["loss_per_head"])):
-            values[f"loss_head{index + 1}"] = float(loss)
+        per_head = np.asarray(step_metrics["loss_per_head"])
+        for name, loss in zip(names.loss_names(self.head_depths), per_head, strict=True):
+            values[name] = float(loss)
         if self._bar is not None:
             self._bar.set_postfix(
                 loss=f"{values['loss']:.4f}", img_s=f"{self.images_per_second:.1f}"
@@ -121,17 +132,21 @@ def overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> np.
 
 
 def save_overlays(
-    workdir: str, step: int, model, batch: Mapping[str, np.ndarray] | None, count: int
+    workdir: str,
+    step: int,
+    batch: Mapping[str, np.ndarray],
+    probabilities: np.ndarray,
+    *,
+    output_activation: str,
 ) -> None:
-    """Accurate-mode predictions of the first `count` validation images as PNG overlays.
+    """PNG overlays of validation images with their predictions (probabilities (N, *spatial, K)
+    of the first N images of `batch`).
 
     3D volumes are shown by their middle slice; multi-class by any foreground class.
     """
-    if not count or batch is None or jax.process_index() != 0:
-        return
+    count = len(probabilities)
     images, masks = batch["image"][:count], batch["mask"][:count]
-    probabilities = np.asarray(jax.device_get(model.predict(images, mode="accurate")))
-    if model.spec.output_activation == "softmax":
+    if output_activation == "softmax":
         predicted = probabilities.argmax(axis=-1) > 0
         truth = masks > 0
     else:
@@ -139,7 +154,7 @@ def save_overlays(
         truth = masks.astype(bool) if masks.ndim == predicted.ndim else masks.any(axis=-1)
     directory = os.path.join(workdir, "overlays", f"step_{step}")
     os.makedirs(directory, exist_ok=True)
-    for index in range(len(images)):
+    for index in range(count):
         image, mask, pred = images[index], truth[index], predicted[index]
         if image.ndim == 4:  # (D, H, W, C): the middle slice
             middle = image.shape[0] // 2

@@ -11,10 +11,9 @@ nodes head L needs; `prune(model, L)` returns a model holding only their paramet
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import jax
@@ -23,184 +22,17 @@ from flax import nnx
 
 from unetjax import graph as graph_lib
 from unetjax.graph import Block, Graph, Resample
+from unetjax.layers import (
+    ConvNormAct,
+    LearnedUpsample,
+    NetworkSpec,
+    interpolate,
+    max_pool,
+)
 
 Mode = Literal["fast", "accurate"]
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu,
-    "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.01),
-    "elu": jax.nn.elu,
-    "gelu": jax.nn.gelu,
-    "silu": jax.nn.silu,
-}
-NORMS = ("none", "batch", "instance", "group")
-UPSAMPLES = ("transpose", "interpolate")
-PAPER_FILTERS = (32, 64, 128, 256, 512)
-WIDE_FILTERS = (35, 70, 140, 280, 560)
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkSpec:
-    """Everything but the graph that decides a network's layers (hashable, so jit can key on it).
-
-    Attributes:
-      in_channels: channels of the input image.
-      num_classes: channels of each head's logits.
-      filters: feature channels per level, `len(filters) == depth + 1`.
-      spatial_dims: 2 or 3; the same code builds both.
-      norm: "none" (the paper), "batch", "instance" or "group" (8 groups).
-      activation: a key of `ACTIVATIONS`.
-      dropout: rate after every conv activation (0 disables it).
-      upsample: "transpose" (2x2 transposed conv, the paper) or "interpolate" (1x1 conv, then
-        linear interpolation).
-      cat_channels: UNet 3+ channels per full-scale input (64 in the paper).
-      output_activation: "sigmoid" (binary or multi-label) or "softmax" (multi-class); how
-        probabilities are formed in `predict`, and what the losses expect.
-      dtype: compute dtype (e.g. bfloat16); parameters stay in `param_dtype`.
-    """
-
-    in_channels: int = 1
-    num_classes: int = 1
-    filters: tuple[int, ...] = PAPER_FILTERS
-    spatial_dims: int = 2
-    norm: str = "none"
-    activation: str = "relu"
-    dropout: float = 0.0
-    upsample: str = "transpose"
-    cat_channels: int = 64
-    output_activation: str = "sigmoid"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    def __post_init__(self):
-        if self.spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}"
-            )
-        if self.upsample not in UPSAMPLES:
-            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
-        if self.output_activation not in ("sigmoid", "softmax"):
-            raise ValueError(
-                f"output_activation must be 'sigmoid' or 'softmax', got {self.output_activation!r}"
-            )
-        if self.output_activation == "softmax" and self.num_classes < 2:
-            raise ValueError("softmax output needs num_classes >= 2 (use sigmoid for one class)")
-
-
-class ConvNormAct(nnx.Module):
-    """conv (kernel 3 by default) -> optional norm -> activation -> optional dropout."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        spec: NetworkSpec,
-        *,
-        kernel_size: int = 3,
-        rngs: nnx.Rngs,
-    ):
-        # A normalisation layer has its own shift, which makes a conv bias redundant.
-        self.conv = nnx.Conv(
-            in_channels,
-            out_channels,
-            (kernel_size,) * spec.spatial_dims,
-            padding="SAME",
-            use_bias=spec.norm == "none",
-            dtype=spec.dtype,
-            param_dtype=spec.param_dtype,
-            rngs=rngs,
-        )
-        norm_options = dict(dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs)
-        if spec.norm == "batch":
-            self.norm = nnx.BatchNorm(out_channels, momentum=0.9, **norm_options)
-        elif spec.norm == "instance":
-            self.norm = nnx.InstanceNorm(out_channels, **norm_options)
-        elif spec.norm == "group":
-            self.norm = nnx.GroupNorm(
-                out_channels, num_groups=math.gcd(8, out_channels), **norm_options
-            )
-        else:
-            self.norm = None
-        self.activation = ACTIVATIONS[spec.activation]
-        self.dropout = nnx.Dropout(spec.dropout, rngs=rngs) if spec.dropout > 0 else None
-
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = self.conv(x)
-        if isinstance(self.norm, nnx.BatchNorm):
-            x = self.norm(x, use_running_average=not train)
-        elif self.norm is not None:
-            x = self.norm(x)
-        x = self.activation(x)
-        if self.dropout is not None:
-            x = self.dropout(x, deterministic=not train)
-        return x
-
-
-class LearnedUpsample(nnx.Module):
-    """x2 up-sampling to `out_channels`: a 2x2 transposed conv, or a 1x1 conv then interpolation."""
-
-    def __init__(self, in_channels: int, out_channels: int, spec: NetworkSpec, *, rngs: nnx.Rngs):
-        self.interpolate = spec.upsample == "interpolate"
-        window = 1 if self.interpolate else 2
-        layer = nnx.Conv if self.interpolate else nnx.ConvTranspose
-        self.conv = layer(
-            in_channels,
-            out_channels,
-            (window,) * spec.spatial_dims,
-            strides=(window,) * spec.spatial_dims,
-            padding="VALID",
-            dtype=spec.dtype,
-            param_dtype=spec.param_dtype,
-            rngs=rngs,
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if not self.interpolate:
-            return transposed_conv_as_matmul(self.conv, x)
-        x = self.conv(x)
-        # The 1x1 conv commutes with linear interpolation: convolving first is 2^d times cheaper.
-        return interpolate(x, 2)
-
-
-def transposed_conv_as_matmul(layer: nnx.ConvTranspose, x: jax.Array) -> jax.Array:
-    """`layer(x)` for a transposed conv whose window equals its stride (2x2, "VALID").
-
-    Each input pixel then writes its own 2x2 output block: one matrix product and a reshape, the
-    same numbers as `lax.conv_transpose`. XLA:CPU runs the conv form's gradient as a naive dilated
-    convolution, about 50 times slower than this product's.
-    """
-    x, kernel, bias = nnx.nn.dtypes.promote_dtype(
-        (x, layer.kernel[...], None if layer.bias is None else layer.bias[...]), dtype=layer.dtype
-    )
-    spatial = x.ndim - 2
-    # lax.conv_transpose without transpose_kernel correlates the dilated input with the kernel,
-    # so output offset k within a block takes kernel tap (window - 1 - k): flip the taps.
-    kernel = jnp.flip(kernel, axis=tuple(range(spatial)))
-    in_axes, tap_axes = "defg"[:spatial], "pqrs"[:spatial]
-    out_axes = "".join(a + t for a, t in zip(in_axes, tap_axes, strict=True))
-    y = jnp.einsum(f"b{in_axes}c,{tap_axes}co->b{out_axes}o", x, kernel, precision=layer.precision)
-    window = kernel.shape[:spatial]
-    y = y.reshape(
-        x.shape[0], *(n * w for n, w in zip(x.shape[1:-1], window, strict=True)), kernel.shape[-1]
-    )
-    if bias is not None:
-        y = y + bias
-    return y
-
-
-def interpolate(x: jax.Array, factor: int) -> jax.Array:
-    """Linear (bi/trilinear) up-sampling of the spatial axes by `factor`, half-pixel centres."""
-    shape = (x.shape[0], *(size * factor for size in x.shape[1:-1]), x.shape[-1])
-    return jax.image.resize(x, shape, method="linear")
-
-
-def max_pool(x: jax.Array, factor: int) -> jax.Array:
-    window = (factor,) * (x.ndim - 2)
-    return nnx.max_pool(x, window_shape=window, strides=window)
+# Compute dtypes by config name; float32 computes in the parameters' dtype.
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 class DoubleConvNode(nnx.Module):
@@ -376,7 +208,7 @@ class NestedUNet(nnx.Module):
         probabilities = [
             self.probabilities(self.heads[h.name](features[h.source])) for h in graph.heads
         ]
-        return sum(probabilities[1:], probabilities[0]) / len(probabilities)
+        return accurate_mean(probabilities)
 
     def probabilities(self, logits: jax.Array) -> jax.Array:
         if self.spec.output_activation == "softmax":
@@ -392,21 +224,29 @@ class NestedUNet(nnx.Module):
         return features
 
 
-def check_input_shape(shape: Sequence[int], spec: NetworkSpec, depth: int) -> None:
-    """Raises a ValueError naming the shape and the nearest valid sizes when `shape` cannot run."""
-    expected_rank = spec.spatial_dims + 2
-    if len(shape) != expected_rank:
-        layout = (
-            "(batch, height, width, channels)"
-            if spec.spatial_dims == 2
-            else ("(batch, depth, height, width, channels)")
-        )
-        raise ValueError(f"input shape {tuple(shape)} has rank {len(shape)}; expected {layout}")
+def accurate_mean(probabilities: Sequence[jax.Array]) -> jax.Array:
+    """Accurate mode: the mean of the heads' probabilities (the UNet++ paper's ensemble)."""
+    return sum(probabilities[1:], probabilities[0]) / len(probabilities)
+
+
+def check_layout(shape: Sequence[int], spec: NetworkSpec, *, batched: bool = True) -> None:
+    """Raises a ValueError naming the shape when its rank or channels do not fit the network
+    (`batched`: (batch, *spatial, C); else one image (*spatial, C))."""
+    axes = ("depth", "height", "width")[-spec.spatial_dims :]
+    layout = "(" + ", ".join((("batch",) if batched else ()) + axes + ("channels",)) + ")"
+    what = "input shape" if batched else "shape"
+    if len(shape) != spec.spatial_dims + 1 + batched:
+        raise ValueError(f"{what} {tuple(shape)} has rank {len(shape)}; expected {layout}")
     if shape[-1] != spec.in_channels:
         raise ValueError(
-            f"input shape {tuple(shape)} has {shape[-1]} channels; the model expects "
-            f"{spec.in_channels} (channels last)"
+            f"{what} {tuple(shape)} has {shape[-1]} channels; the model expects "
+            f"{spec.in_channels} (channels last, {layout})"
         )
+
+
+def check_input_shape(shape: Sequence[int], spec: NetworkSpec, depth: int) -> None:
+    """`check_layout`, and spatial sizes divisible by 2^depth (the error names the nearest)."""
+    check_layout(shape, spec)
     multiple = 2**depth
     for size in shape[1:-1]:
         if size % multiple:
@@ -429,17 +269,52 @@ def create(
 ) -> NestedUNet:
     """Builds the graph of `architecture` and a module for it.
 
-    `filters` defaults to the paper's 32, 64, ... (35, 70, ... for the wide U-Net), cut to
-    `depth + 1` levels; `depth` defaults to `len(filters) - 1`. Other options go to `NetworkSpec`.
+    `filters` and `depth` follow `graph.model_filters` (default: the paper's 32, 64, ... or 35,
+    70, ... for the wide U-Net, depth 4). Other options go to `NetworkSpec`.
     """
-    if filters is None:
-        base = WIDE_FILTERS[0] if architecture == "wide_unet" else PAPER_FILTERS[0]
-        depth = len(PAPER_FILTERS) - 1 if depth is None else depth
-        filters = tuple(base * 2**level for level in range(depth + 1))
-    filters = tuple(int(f) for f in filters)
-    depth = len(filters) - 1 if depth is None else depth
-    graph = graph_lib.build_graph(architecture, depth, deep_supervision=deep_supervision)
+    filters = graph_lib.model_filters(architecture, depth=depth, filters=filters)
+    graph = graph_lib.build_graph(architecture, len(filters) - 1, deep_supervision=deep_supervision)
     return NestedUNet(graph, NetworkSpec(filters=filters, **options), rngs=rngs)
+
+
+def spec_from_config(model_config: Mapping[str, Any]) -> NetworkSpec:
+    """The layer options of a `config.model` section (in_channels, num_classes,
+    output_activation and spatial_dims must be resolved, as training does from the dataset)."""
+    for key in ("in_channels", "num_classes", "output_activation", "spatial_dims"):
+        if model_config.get(key) is None:
+            raise ValueError(f"config.model.{key} is not set; it is filled in from the dataset")
+    if model_config["dtype"] not in DTYPES:
+        raise ValueError(
+            f"config.model.dtype={model_config['dtype']!r}; expected one of {list(DTYPES)}"
+        )
+    return NetworkSpec(
+        in_channels=model_config["in_channels"],
+        num_classes=model_config["num_classes"],
+        filters=graph_lib.model_filters(
+            model_config["architecture"],
+            depth=model_config.get("depth"),
+            filters=model_config.get("filters"),
+            base_filters=model_config.get("base_filters"),
+        ),
+        spatial_dims=model_config["spatial_dims"],
+        norm=model_config["norm"],
+        activation=model_config["activation"],
+        dropout=model_config["dropout"],
+        upsample=model_config["upsample"],
+        cat_channels=model_config["cat_channels"],
+        output_activation=model_config["output_activation"],
+        dtype=DTYPES[model_config["dtype"]],
+    )
+
+
+def from_config(model_config: Mapping[str, Any], *, seed: int = 0) -> NestedUNet:
+    """The network a `config.model` section describes, freshly initialised: the one
+    config-to-model builder that training, inference, export and the tests use."""
+    return NestedUNet(
+        graph_lib.graph_from_config(model_config),
+        spec_from_config(model_config),
+        rngs=nnx.Rngs(seed),
+    )
 
 
 UNet = functools.partial(create, "unet")

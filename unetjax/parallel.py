@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+logger = logging.getLogger(__name__)
+
 DATA_AXIS = "data"
 
 
@@ -30,7 +32,7 @@ def initialize_distributed(
         num_processes=num_processes,
         process_id=process_id,
     )
-    logging.info(
+    logger.info(
         "process %d of %d, %d local / %d global devices",
         jax.process_index(),
         jax.process_count(),

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from unetjax import losses, metrics
-from unetjax.nested_unet import NestedUNet
+from unetjax import losses
+from unetjax.evaluation import counts
+from unetjax.nested_unet import NestedUNet, accurate_mean
 
 Batch = dict[str, jax.Array]
 
@@ -123,19 +124,21 @@ def make_eval_step(
             )[1]
         )(head_logits, batch["mask"], batch.get("weight"))
         probabilities = [model.probabilities(logits) for logits in head_logits]
-        counts = [
-            metrics.confusion_counts(
+        head_counts = [
+            counts.confusion_counts(
                 p, batch["mask"], output_activation=output_activation, threshold=threshold
             )
             for p in probabilities
         ]
-        accurate = sum(probabilities[1:], probabilities[0]) / len(probabilities)
-        accurate_counts = metrics.confusion_counts(
-            accurate, batch["mask"], output_activation=output_activation, threshold=threshold
+        accurate_counts = counts.confusion_counts(
+            accurate_mean(probabilities),
+            batch["mask"],
+            output_activation=output_activation,
+            threshold=threshold,
         )
         return {
             "loss_per_head": per_example,
-            "counts_per_head": jnp.stack(counts),
+            "counts_per_head": jnp.stack(head_counts),
             "accurate_counts": accurate_counts,
         }
 

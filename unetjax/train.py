@@ -19,9 +19,9 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from unetjax import checkpoint, data, optim, parallel, run, steps
+from unetjax import checkpoint, data, nested_unet, optim, parallel, rundir, steps
+from unetjax.evaluation import heads, names
 from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
-from unetjax.metrics import summarize_counts
 
 logger = logging.getLogger(__name__)
 
@@ -63,23 +63,6 @@ def resolve_config(
             )
         config.model[key] = value
     return config
-
-
-def metric_names(head_depths: tuple[int, ...]) -> list[str]:
-    """The validation metrics `evaluate` reports for a model with these heads."""
-    names = ["loss"] + [f"loss_L{depth}" for depth in head_depths]
-    for metric in ("iou", "dice", "accuracy"):
-        names += [f"{metric}_L{depth}" for depth in head_depths] + [f"{metric}_accurate"]
-    return names
-
-
-def check_best_metric(best_metric: str, head_depths: tuple[int, ...]) -> None:
-    """Fails before training, not at the first evaluation, when the metric does not exist."""
-    if best_metric and best_metric not in metric_names(head_depths):
-        raise ValueError(
-            f"train.best_metric={best_metric!r} is not reported for a model with heads "
-            f"{list(head_depths)}; choose one of {metric_names(head_depths)} (or '' for none)"
-        )
 
 
 def prepare_data(data_config: ml_collections.ConfigDict) -> data.DatasetInfo:
@@ -151,21 +134,13 @@ def evaluate(
         accurate_counts.append(np.asarray(outputs["accurate_counts"])[valid])
     if not losses:
         raise ValueError(f"the {split!r} split of {config.data.name!r} is empty")
-    losses = np.concatenate(losses)
-    head_counts = np.concatenate(head_counts, axis=1)
-    results = {"loss": float(losses.sum(axis=1).mean())}
-    for index, depth in enumerate(head_depths):
-        summary = summarize_counts(
-            head_counts[index], output_activation=config.model.output_activation
-        )
-        results[f"loss_L{depth}"] = float(losses[:, index].mean())
-        for name in ("iou", "dice", "accuracy"):
-            results[f"{name}_L{depth}"] = float(summary[name])
-    summary = summarize_counts(
-        np.concatenate(accurate_counts), output_activation=config.model.output_activation
+    results = heads.summarize_heads(
+        np.concatenate(losses),
+        np.concatenate(head_counts, axis=1),
+        np.concatenate(accurate_counts),
+        head_depths,
+        output_activation=config.model.output_activation,
     )
-    for name in ("iou", "dice", "accuracy"):
-        results[f"{name}_accurate"] = float(summary[name])
     return results, first_batch
 
 
@@ -187,9 +162,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         train_config.batch_size,
     )
 
-    model = run.build_model(config.model, seed=config.seed)
+    model = nested_unet.from_config(config.model, seed=config.seed)
     head_depths = model.head_depths
-    check_best_metric(train_config.best_metric, head_depths)
+    names.check_best_metric(train_config.best_metric, head_depths)
     optimizer, schedule = optim.make_optimizer(config.optimizer, train_config.num_steps)
     graphdef, state = steps.create_train_state(model, optimizer)
     del model
@@ -204,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         process_count=jax.process_count(),
     )
     manager = checkpoint.CheckpointManager(
-        run.checkpoint_dir(workdir),
+        rundir.checkpoint_dir(workdir),
         keep_latest=train_config.keep_latest,
         best_metric=train_config.best_metric or None,
         best_mode=train_config.best_mode,
@@ -218,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             "resuming from the checkpoint of step %d in %s", resumed_from, manager.directory
         )
     if jax.process_index() == 0:
-        run.save_config(workdir, config)
+        rundir.save_config(workdir, config)
 
     train_step = jax.jit(
         steps.make_train_step(
@@ -243,7 +218,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     start = int(state.step)
     progress = ProgressReporter(
-        start, train_config.num_steps, train_config.batch_size, bar=train_config.progress_bar
+        start,
+        train_config.num_steps,
+        train_config.batch_size,
+        head_depths,
+        bar=train_config.progress_bar,
     )
     eval_metrics: dict[str, float] = {}
     best, evals_since_best = None, 0
@@ -287,13 +266,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         eval_step, state, config, mesh, head_depths, config.data.val_split
                     )
                     writer.write(step, eval_metrics, prefix="val")
-                    save_overlays(
-                        workdir,
-                        step,
-                        steps.merge_model(graphdef, state),
-                        shown,
-                        train_config.num_overlays,
-                    )
+                    if train_config.num_overlays and jax.process_index() == 0:
+                        images = shown["image"][: train_config.num_overlays]
+                        model = steps.merge_model(graphdef, state)
+                        save_overlays(
+                            workdir,
+                            step,
+                            shown,
+                            np.asarray(model.predict(images, mode="accurate")),
+                            output_activation=info.output_activation,
+                        )
                     progress.note(
                         f"step {step}: "
                         + ", ".join(

@@ -1,1 +1,2 @@
-"""Command-line entry points: `predict` and `evaluate` (also runnable as top-level scripts)."""
+"""Command-line entry points: train, predict, evaluate, export (also top-level scripts and
+`unetjax-*` console scripts); `common` holds their exit codes and error handling."""

@@ -13,8 +13,8 @@ Writes <output>/evaluation.json, evaluation.md and pruning.png (IoU against late
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import logging
 import os
 import statistics
 import sys
@@ -22,11 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from unetjax import data, inference, metrics, run
-from unetjax.cli import plot
+from unetjax import data, inference, rundir
+from unetjax.cli import common, plot
+from unetjax.evaluation import tables
+from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 SPLITS = ("train", "validation", "test")
@@ -54,24 +55,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls for the latency")
     parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
     parser.add_argument("--output", default=None, help="default: <model>/eval_<split>")
+    common.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
 def _counts_fn(output_activation: str, thresholds: Sequence[float]) -> Callable:
     """jit: (probabilities, mask) -> counts (B, T, K, 4) at every threshold."""
-
-    def counts(probabilities, mask):
-        return jnp.stack(
-            [
-                metrics.confusion_counts(
-                    probabilities, mask, output_activation=output_activation, threshold=t
-                )
-                for t in thresholds
-            ],
-            axis=1,
+    return jax.jit(
+        functools.partial(
+            counts_at_thresholds,
+            output_activation=output_activation,
+            thresholds=tuple(thresholds),
         )
-
-    return jax.jit(counts)
+    )
 
 
 def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], np.ndarray]:
@@ -112,7 +108,7 @@ def latency_ms(predict, image: np.ndarray, repeats: int) -> float:
 
 
 def _scores(counts: np.ndarray, output_activation: str) -> dict[str, float]:
-    summary = metrics.summarize_counts(counts, output_activation=output_activation)
+    summary = summarize_counts(counts, output_activation=output_activation)
     return {
         key: float(summary[key])
         for key in ("iou", "iou_std", "dice", "dice_std", "accuracy", "accuracy_std")
@@ -120,7 +116,7 @@ def _scores(counts: np.ndarray, output_activation: str) -> dict[str, float]:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    config = run.load_config(args.model)
+    config = rundir.load_config(args.model)
     data_config = config.data
     if args.data_dir:
         data_config.data_dir = args.data_dir
@@ -146,7 +142,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         [t for t in SWEEP if t != threshold] if args.sweep and sigmoid else []
     )
     counts_fn = _counts_fn(output_activation, thresholds if sigmoid else [threshold])
-    tile = inference.tile_options(args.tile, batch_size=args.batch_size)
+    tile = common.tile_options(args.tile, batch_size=args.batch_size)
     rows = []
     for depth, mode in wanted:
         predictor = inference.load_predictor(
@@ -202,55 +198,15 @@ def evaluate(args: argparse.Namespace) -> dict:
     }
 
 
-def markdown(report: dict) -> str:
-    """The results as a Markdown table (and the sweep's best thresholds, if run)."""
-    lines = [
-        f"Evaluation of `{report['model']}` (step {report['step']}) on the {report['split']} "
-        f"split, {report['results'][0]['num_images']} images, {report['device']}; "
-        f"threshold {report['threshold']}; latency: {report['latency']}.",
-        "",
-        "| depth | mode | params | latency (ms) | IoU | Dice | pixel accuracy |",
-        "| --- | --- | ---: | ---: | --- | --- | --- |",
-    ]
-    for r in report["results"]:
-        lines.append(
-            f"| L{r['depth']} | {r['mode']} | {r['params']:,} | {r['latency_ms']:.2f} | "
-            f"{r['iou']:.4f} ± {r['iou_std']:.4f} | {r['dice']:.4f} ± {r['dice_std']:.4f} | "
-            f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} |"
-        )
-    swept = [r for r in report["results"] if "sweep" in r]
-    if swept:
-        lines += [
-            "",
-            "Threshold sweep (best IoU on the validation split):",
-            "",
-            f"| depth | mode | best threshold | validation IoU | {report['split']} IoU at it | "
-            f"{report['split']} Dice at it |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in swept:
-            s = r["sweep"]
-            lines.append(
-                f"| L{r['depth']} | {r['mode']} | {s['best_threshold']} | "
-                f"{s['validation_iou']:.4f} | {s['split_scores']['iou']:.4f} | "
-                f"{s['split_scores']['dice']:.4f} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        report = evaluate(args)
-    except (OSError, ValueError) as error:  # DataError is a ValueError
-        print(f"evaluate: {error}", file=sys.stderr)
-        return 1
+    common.configure_logging()
+    report = evaluate(args)
     output = args.output or os.path.join(args.model, f"eval_{args.split}")
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "evaluation.json"), "w") as f:
         json.dump(report, f, indent=2)
-    table = markdown(report)
+    table = tables.evaluation_table(report)
     with open(os.path.join(output, "evaluation.md"), "w") as f:
         f.write(table)
     plot.pruning_plot(
@@ -260,8 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(table)
     print(f"evaluate: wrote evaluation.json, evaluation.md and pruning.png to {output}")
-    return 0
+    return common.EXIT_OK
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run_command("evaluate", main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -9,14 +9,14 @@ The output has a run's layout (config.json, checkpoints/<step>/) and works where
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from unetjax import inference
+from unetjax.cli import common
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -25,20 +25,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=inference.MODES, default="fast")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     parser.add_argument("--output", required=True, help="new directory for the exported model")
+    common.add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        inference.export(args.model, args.output, depth=args.depth, mode=args.mode, step=args.step)
-        predictor = inference.load_predictor(args.output, depth=args.depth, mode=args.mode)
-    except (OSError, ValueError) as error:
-        print(f"export: {error}", file=sys.stderr)
-        return 1
+    common.configure_logging()
+    inference.export(args.model, args.output, depth=args.depth, mode=args.mode, step=args.step)
+    predictor = inference.load_predictor(args.output, depth=args.depth, mode=args.mode)
     print(
         f"export: wrote {args.output}: depth {args.depth} ({args.mode}), step {predictor.step}, "
         f"{predictor.num_params:,} parameters"
     )
-    return 0
+    return common.EXIT_OK
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run_command("export", main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

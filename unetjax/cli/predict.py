@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import logging
 import pathlib
 import sys
 import time
@@ -25,6 +24,7 @@ import tqdm
 from PIL import Image
 
 from unetjax import inference
+from unetjax.cli import common
 from unetjax.data import image_io
 
 FORMATS = ("png", "tiff", "npy")
@@ -56,6 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--probabilities", action="store_true", help="also write .npy probabilities"
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    common.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -131,21 +132,16 @@ def overlay(image: np.ndarray, labels: np.ndarray, spatial_dims: int) -> np.ndar
     return rgb
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        predictor = inference.load_predictor(
-            args.model, depth=args.depth, mode=args.mode, step=args.step, dtype=args.dtype
-        )
-    except (OSError, ValueError) as error:
-        print(f"predict: cannot load {args.model}: {error}", file=sys.stderr)
-        return 2
+    common.configure_logging()
+    predictor = inference.load_predictor(
+        args.model, depth=args.depth, mode=args.mode, step=args.step, dtype=args.dtype
+    )
     spec = predictor.spec
     if spec.spatial_dims == 3 and args.format == "png":
-        print("predict: a 3D model writes volumes; use --format tiff or npy", file=sys.stderr)
-        return 2
-    tile = inference.tile_options(
+        raise common.UsageError("a 3D model writes volumes; use --format tiff or npy")
+    tile = common.tile_options(
         args.tile,
         overlap=args.overlap,
         blend=args.blend,
@@ -196,9 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {message if message.startswith(item) else f'{item}: {message}'}",
                 file=sys.stderr,
             )
-        return 1
-    return 0 if written else 1
+        return common.EXIT_FAILED
+    return common.EXIT_OK if written else common.EXIT_FAILED
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run_command("predict", main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -14,6 +14,8 @@ import tensorflow_datasets as tfds
 from unetjax.data import builders, catalog, examples, folder, validation
 from unetjax.data.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 BUILDERS = {
     "synthetic_cells": builders.SyntheticCells,
     "image_folder": builders.ImageFolder,
@@ -132,7 +134,7 @@ def _build_or_load(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetB
 def _build_cleanly(builder: tfds.core.DatasetBuilder, config_dir: pathlib.Path) -> None:
     """download_and_prepare, removing whatever it created if it fails."""
     created = [p for p in (config_dir.parent, config_dir) if not p.exists()]
-    logging.info("preparing %s in %s", builder.name, config_dir)
+    logger.info("preparing %s in %s", builder.name, config_dir)
     try:
         with tempfile.TemporaryDirectory() as download_dir:
             builder.download_and_prepare(download_dir=download_dir)

@@ -10,6 +10,8 @@ import numpy as np
 from unetjax.data import image_io
 from unetjax.data.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -112,7 +114,7 @@ def split_samples(
                 seen.add(stem)
             splits[split] = [by_stem[stem] for stem in stems]
         if len(seen) < len(samples):
-            logging.warning(
+            logger.warning(
                 "%d samples are in no split list and are left out", len(samples) - len(seen)
             )
     else:

@@ -11,6 +11,8 @@ from unetjax.data import examples
 from unetjax.data.errors import DataError
 from unetjax.data.folder import Sample
 
+logger = logging.getLogger(__name__)
+
 TASKS = ("binary", "multiclass", "multilabel")
 
 
@@ -101,7 +103,7 @@ def validate(
                 f"{task} with {num_classes} output channel(s)"
             )
     check_patch_fits(min_shape, patch_size, str(pathlib.Path(splits["train"][0].image).parent))
-    logging.info(
+    logger.info(
         "validated %s: %s, %d classes, %d channels", list(splits), task, num_classes, in_channels
     )
     return Summary(task, num_classes, in_channels, min_shape)

@@ -73,6 +73,26 @@ def confusion_counts(
     )
 
 
+def counts_at_thresholds(
+    probabilities: jax.Array,
+    mask: jax.Array,
+    *,
+    output_activation: str,
+    thresholds: tuple[float, ...],
+) -> jax.Array:
+    """int32 counts (B, T, K, 4) at each of T sigmoid thresholds (softmax: T identical argmaxes;
+    pass one threshold). jit-able with `thresholds` static, as a threshold sweep needs."""
+    return jnp.stack(
+        [
+            confusion_counts(
+                probabilities, mask, output_activation=output_activation, threshold=threshold
+            )
+            for threshold in thresholds
+        ],
+        axis=1,
+    )
+
+
 def scores_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
     """IoU, Dice and accuracy per entry of float64 counts (..., 4); both-empty scores 1."""
     tp, fp, fn, tn = np.moveaxis(np.asarray(counts, np.float64), -1, 0)

@@ -1,0 +1,85 @@
+"""Train a U-Net family model: `unetjax-train --config configs/unetpp_l4.py [--workdir DIR]`.
+
+Override any config field with `--config.train.batch_size=16`; a mistyped key is an error.
+Rerunning the same command continues from the latest checkpoint in --workdir (default
+runs/<config name>). The logic lives in `unetjax.train`; this file only parses and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from unetjax.cli import common
+
+PROG = "train"
+
+
+def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str] | None:
+    """The config (with overrides) and the run directory; None when help was asked for."""
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "Path to a config file.", flag_values=flag_values, lock_config=True
+    )
+    flags.DEFINE_string(
+        "workdir", None, "Run directory (default: runs/<config name>).", flag_values=flag_values
+    )
+    flags.DEFINE_bool("verbose", False, "Tracebacks for errors.", flag_values=flag_values)
+    if {"-h", "--help", "--helpfull"} & set(argv):
+        print(__doc__)
+        print(flag_values.main_module_help() or flag_values.get_help())
+        return None
+    try:
+        rest = flag_values([PROG, *argv])
+    except flags.Error as error:
+        raise common.UsageError(str(error)) from None
+    if len(rest) > 1:
+        raise common.UsageError(f"unexpected arguments {rest[1:]}; options are --config, --workdir")
+    if flag_values.config is None:
+        raise common.UsageError("--config is required, e.g. --config configs/tiny.py")
+    config_path = flag_values["config"].config_filename
+    workdir = flag_values.workdir or os.path.join(
+        "runs", os.path.splitext(os.path.basename(config_path))[0]
+    )
+    return flag_values.config, workdir
+
+
+def main(argv: list[str]) -> int:
+    parsed = parse_args(argv)
+    if parsed is None:
+        return common.EXIT_OK
+    config, workdir = parsed
+    common.configure_logging(logging.INFO, stream=sys.stdout)
+    # Imported after parsing, so `--help` and argument errors answer at once.
+    import tensorflow_datasets as tfds
+
+    from unetjax import train
+    from unetjax.evaluation.tables import validation_table
+
+    tfds.disable_progress_bar()
+    try:
+        result = train.train_and_evaluate(config, workdir)
+    except train.NonFiniteLossError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return common.EXIT_FAILED
+    if result.resumed_from is not None:
+        print(f"resumed from step {result.resumed_from}")
+    if result.eval_metrics:
+        print(validation_table(result.eval_metrics, result.head_depths))
+    print(f"run directory: {workdir}")
+    # Stopped by a signal: the shell's 128 + signal number, after the checkpoint was written.
+    return 128 + result.stop_signal if result.stop_signal else common.EXIT_OK
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run_command(PROG, main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

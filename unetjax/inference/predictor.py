@@ -1,0 +1,279 @@
+"""Pruned predictors from a trained run: load at depth L, predict batches or whole images.
+
+UNet++ trained with deep supervision can be cut at inference to any depth L <= D (the paper's
+pruning): mode "fast" runs head L's subgraph alone, "accurate" averages heads 1..L.
+`load_predictor(path, depth=L, mode=...)` reads the run's `config.json`, builds the depth-L
+model's structure without allocating it, and restores only that subgraph's arrays from the Orbax
+checkpoint (a partial restore), so memory and load time shrink with L.
+
+`path` is a run directory written by train.py or a directory written by `export`: both hold
+`config.json` and `checkpoints/<step>/`; an export holds only the L-subgraph's parameters and
+records what it can serve under `config.export`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from unetjax import checkpoint, nested_unet, parallel, rundir
+from unetjax import graph as graph_lib
+from unetjax.inference import postprocess as postprocess_lib
+from unetjax.inference import tiling
+from unetjax.inference.tiling import TileOptions
+from unetjax.nested_unet import Mode, NestedUNet
+
+logger = logging.getLogger(__name__)
+
+MODES = ("fast", "accurate")
+EXPORT_KEY = "export"
+
+# (state, images (B, *spatial, C)) -> probabilities (B, *spatial, K): pure, jit-able.
+NetworkFunction = Callable[[nnx.State, jax.Array], jax.Array]
+
+
+def flip_sets(spatial_dims: int) -> tuple[tuple[int, ...], ...]:
+    """Every subset of the spatial axes (1..spatial_dims of a batch): the 2^d mirrorings of TTA."""
+    axes = range(1, spatial_dims + 1)
+    return tuple(subset for r in range(len(axes) + 1) for subset in itertools.combinations(axes, r))
+
+
+def mean_over_flips(predict: Callable, images, flips: tuple[tuple[int, ...], ...], flip: Callable):
+    """The mean of `predict` over mirrored copies of `images`, each mirrored back.
+
+    `flip` is `jnp.flip` inside a jitted function or `np.flip` around tiled prediction.
+    """
+    total = None
+    for axes in flips:
+        mirrored = flip(images, axes) if axes else images
+        probabilities = predict(mirrored)
+        probabilities = flip(probabilities, axes) if axes else probabilities
+        total = probabilities if total is None else total + probabilities
+    return total / len(flips)
+
+
+class Predictor:
+    """A network pruned to `depth` in `mode`, its restored state and a jit-compiled forward pass.
+
+    Attributes:
+      config: the run's config (`config.model` describes the full network).
+      model_dir: the run or export directory it was loaded from.
+      step: the checkpoint step restored.
+      depth, mode: what it predicts (head `depth`, or the mean of heads <= depth).
+      spec: the layer options; `spec.dtype` is the compute dtype.
+      graph: the pruned graph (`subgraph(full_graph, depth, mode)`).
+      state: the restored arrays (parameters and batch statistics) of the pruned model.
+      restored_paths: the state paths read from the checkpoint, e.g. ("params", "nodes",
+        "x_0_1", "conv1", "conv", "kernel"); only the subgraph's.
+    """
+
+    def __init__(
+        self,
+        model: NestedUNet,
+        *,
+        depth: int,
+        mode: Mode,
+        config: ml_collections.ConfigDict,
+        model_dir: str,
+        step: int,
+        restored_paths: tuple[tuple[str, ...], ...],
+    ):
+        self.config, self.model_dir, self.step = config, model_dir, step
+        self.depth, self.mode = depth, mode
+        self.spec, self.graph = model.spec, model.graph
+        self.full_depth = model.graph.depth
+        self.restored_paths = restored_paths
+        self.num_params = nested_unet.count_params(model)
+        self.mesh = parallel.make_mesh()
+        self.graphdef, state = nnx.split(model)
+        self.state = jax.device_put(state, parallel.replicated(self.mesh))
+        self._forward = jax.jit(self.network_function(), static_argnames=("flips",))
+
+    @property
+    def align(self) -> int:
+        """Spatial sizes the network takes are multiples of this (2^D, D the full depth)."""
+        return 2**self.full_depth
+
+    @property
+    def output_activation(self) -> str:
+        return self.spec.output_activation
+
+    def model(self) -> NestedUNet:
+        """The pruned module with the restored state (for export and inspection)."""
+        return nnx.merge(self.graphdef, self.state)
+
+    def network_function(self) -> Callable[..., jax.Array]:
+        """`f(state, images, flips=((),))` -> probabilities: the pruned network as a pure function
+        of its state, optionally averaged over mirrored copies (`flips`, see `flip_sets`)."""
+        graphdef, depth, mode = self.graphdef, self.depth, self.mode
+
+        def probabilities(state, images, flips=((),)):
+            model = nnx.merge(graphdef, state)
+            predict = lambda x: model.predict(x, depth=depth, mode=mode)  # noqa: E731
+            return mean_over_flips(predict, images, flips, jnp.flip)
+
+        return probabilities
+
+    def flips(self, tta: bool) -> tuple[tuple[int, ...], ...]:
+        """The mirrorings to average: all 2^d with test-time augmentation, else none."""
+        return flip_sets(self.spec.spatial_dims) if tta else ((),)
+
+    def predict_batch(self, images: np.ndarray, *, tta: bool = False) -> np.ndarray:
+        """Probabilities (B, *spatial, K) float32 of a batch (B, *spatial, C).
+
+        Spatial sizes must be multiples of `align` (use `predict` for any size). The batch is
+        split over every device, padded to a multiple of their number.
+        """
+        images = np.asarray(images, np.float32)
+        nested_unet.check_input_shape(images.shape, self.spec, self.full_depth)
+        count = images.shape[0]
+        devices = self.mesh.devices.size
+        if count % devices:
+            filler = np.repeat(images[-1:], devices - count % devices, axis=0)
+            images = np.concatenate([images, filler])
+        sharded = jax.device_put(images, parallel.batch_sharding(self.mesh))
+        probabilities = self._forward(self.state, sharded, flips=self.flips(tta))
+        return np.asarray(probabilities, np.float32)[:count]
+
+    def predict(
+        self, image: np.ndarray, *, tile: TileOptions | None = None, tta: bool = False
+    ) -> np.ndarray:
+        """Probabilities (*spatial, K) of one image or volume (*spatial, C) of any size.
+
+        Without `tile`, the whole image is predicted at once after mirror-padding it to a
+        multiple of 2^D; with it, tile by tile (`unetjax.inference.tiling`). With `tta`, the
+        mean over every mirrored copy of the image, each padded and tiled as it is (so the
+        result mirrors exactly with the input, whatever its size).
+        """
+        image = np.asarray(image, np.float32)
+        self.check_image(image)
+        batch = image[None]
+        predict = lambda x: self._predict_one(x[0], tile)[None]  # noqa: E731
+        flip = lambda x, axes: np.ascontiguousarray(np.flip(x, axes))  # noqa: E731
+        return mean_over_flips(predict, batch, self.flips(tta), flip)[0]
+
+    def _predict_one(self, image: np.ndarray, tile: TileOptions | None) -> np.ndarray:
+        if tile is None:
+            padded, crop = tiling.pad_to_multiple(image, self.align)
+            return self.predict_batch(padded[None])[0][crop]
+        return tiling.predict_tiled(
+            self.predict_batch,
+            image,
+            tile=tile.tile,
+            overlap=tile.overlaps(),
+            align=self.align,
+            blend=tile.blend,
+            batch_size=tile.batch_size,
+            border=tile.border,
+        )
+
+    def check_image(self, image: np.ndarray, name: str = "image") -> None:
+        """Raises a ValueError naming `name` when `image` is not (*spatial, in_channels)."""
+        try:
+            nested_unet.check_layout(image.shape, self.spec, batched=False)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+
+    def postprocess(
+        self, probabilities: np.ndarray, *, threshold: float = 0.5, min_size: int = 0
+    ) -> np.ndarray:
+        """Labels from probabilities (see `postprocess.postprocess`) for this model's output."""
+        return postprocess_lib.postprocess(
+            probabilities,
+            output_activation=self.output_activation,
+            threshold=threshold,
+            min_size=min_size,
+        )
+
+
+def available(config: ml_collections.ConfigDict, depth: int, mode: Mode) -> bool:
+    """Whether a run (any depth and mode) or an export (its subgraph) can predict at depth/mode."""
+    full = graph_lib.graph_from_config(config.model)
+    if depth not in full.head_depths:
+        return False
+    export = config.get(EXPORT_KEY)
+    if not export:
+        return True
+    held = graph_lib.subgraph(full, export.depth, mode=export.mode)
+    wanted = graph_lib.subgraph(full, depth, mode=mode)
+    return set(wanted.node_names) <= set(held.node_names) and {h.name for h in wanted.heads} <= {
+        h.name for h in held.heads
+    }
+
+
+def available_settings(config: ml_collections.ConfigDict) -> list[tuple[int, str]]:
+    """Every (depth, mode) the run or export at hand can predict."""
+    depths = graph_lib.graph_from_config(config.model).head_depths
+    return [(d, m) for d in depths for m in MODES if available(config, d, m)]
+
+
+def load_predictor(
+    path: str | os.PathLike,
+    *,
+    depth: int | None = None,
+    mode: Mode = "fast",
+    step: int | None = None,
+    dtype: str | None = None,
+) -> Predictor:
+    """A predictor at depth L (default: the deepest available) and `mode` from a run or export.
+
+    Only the L-subgraph's parameters and other state (batch statistics) are read.
+    dtype: compute dtype override ("float32", "bfloat16"); None keeps the run's.
+    """
+    model_dir = os.fspath(path)
+    config = rundir.load_config(model_dir)
+    if dtype is not None:
+        if dtype not in nested_unet.DTYPES:
+            raise ValueError(f"dtype={dtype!r}; expected one of {list(nested_unet.DTYPES)}")
+        config.model.dtype = dtype
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    settings = available_settings(config)
+    if depth is None:
+        depth = max(d for d, m in settings if m == mode) if settings else 1
+    if (depth, mode) not in settings:
+        raise ValueError(
+            f"{model_dir} cannot predict at depth {depth} in mode {mode!r}; it can at "
+            f"{', '.join(f'L{d} {m}' for d, m in settings)}"
+        )
+    directory = rundir.checkpoint_dir(model_dir)
+    step = checkpoint.resolve_step(directory, step)
+    full = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
+    abstract = nested_unet.pruned_abstract(full, depth, mode)
+    graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
+    target = {"params": params}
+    if jax.tree.leaves(model_state):
+        target["model_state"] = model_state
+    restored = checkpoint.restore_subtree(directory, target, step)
+    restored_paths = tuple(
+        (key, *(str(part) for part in path))
+        for key, tree in restored.items()
+        for path, _ in nnx.to_flat_state(tree)
+    )
+    model = nnx.merge(graphdef, restored["params"], restored.get("model_state", model_state))
+    logger.info(
+        "loaded %s step %d at depth %d (%s): %d arrays, %d parameters",
+        model_dir,
+        step,
+        depth,
+        mode,
+        len(restored_paths),
+        nested_unet.count_params(model),
+    )
+    return Predictor(
+        model,
+        depth=depth,
+        mode=mode,
+        config=config,
+        model_dir=model_dir,
+        step=step,
+        restored_paths=restored_paths,
+    )
