@@ -39,7 +39,7 @@ ALONE = {
 
 
 def images_per_second(config, batch_size: int, batches: int) -> float:
-    iterator = data.train_iterator(config, batch_size=batch_size, seed=0)
+    iterator = data.train_iterator(data.prepare(config), batch_size=batch_size, seed=0)
     next(iterator)  # start-up (workers, first reads) is not throughput
     start = time.perf_counter()
     for _ in range(batches):

@@ -36,7 +36,7 @@ def folder_config(tmp_path, root, **overrides):
 
 
 def by_id(config, split):
-    reader = datasets.open_builder(config)[1]
+    reader = datasets.prepare(config).reader
     return {str(e["id"], "utf-8"): e for e in reader.as_data_source(split=split)}
 
 
@@ -53,7 +53,7 @@ def test_binary_png_round_trip_and_fraction_splits(tmp_path):
         write(tmp_path / "src/images" / f"s{i}.png", images[f"s{i}"])
         write(tmp_path / "src/masks" / f"s{i}.png", masks[f"s{i}"])
     config = folder_config(tmp_path, tmp_path / "src", val_fraction=0.2, test_fraction=0.1)
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert (info.task, info.num_classes, info.in_channels) == ("binary", 1, 1)
     assert info.split_sizes == {"train": 7, "validation": 2, "test": 1}
     examples = all_examples(config, info)
@@ -71,10 +71,10 @@ def test_rgb_tiff_with_class_index_masks_is_multiclass(tmp_path):
         mask[:6], mask[6:12] = 2, 1 + (i % 2)
         write(tmp_path / "src/masks" / f"{i}.tif", mask)
     config = folder_config(tmp_path, tmp_path / "src", val_fraction=0.0, test_fraction=0.0)
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert (info.task, info.num_classes, info.in_channels) == ("multiclass", 3, 3)
     assert info.output_activation == "softmax"
-    batch = next(data.train_iterator(config, batch_size=2, seed=0))
+    batch = next(data.train_iterator(data.prepare(config), batch_size=2, seed=0))
     assert batch["image"].shape == (2, 16, 16, 3)
     assert set(np.unique(batch["mask"])) <= {0, 1, 2}
 
@@ -89,13 +89,13 @@ def test_per_class_masks_are_multilabel(tmp_path):
     config = folder_config(
         tmp_path, tmp_path / "src", mask_layout="per_class", val_fraction=0.0, test_fraction=0.0
     )
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert (info.task, info.num_classes, info.class_names) == ("multilabel", 2, ("cell", "edge"))
     assert info.output_activation == "sigmoid"
     np.testing.assert_array_equal(
         by_id(config, "train")["1"]["mask"], np.stack([first, second > 0], -1) > 0
     )
-    batch = next(data.train_iterator(config, batch_size=2, seed=0))
+    batch = next(data.train_iterator(data.prepare(config), batch_size=2, seed=0))
     assert batch["mask"].shape == (2, 16, 16, 2) and batch["mask"].dtype == np.int32
 
 
@@ -106,7 +106,7 @@ def test_user_split_lists(tmp_path):
     config = folder_config(
         tmp_path, tmp_path / "src", train_stems=("a", "b"), val_stems=("c",), test_stems=("e",)
     )
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert info.split_sizes == {"train": 2, "validation": 1, "test": 1}
     assert sorted(by_id(config, "train")) == ["a", "b"] and list(by_id(config, "test")) == ["e"]
 
@@ -126,12 +126,12 @@ def test_3d_volumes_from_npy_and_multipage_tiff(tmp_path):
         val_fraction=0.0,
         test_fraction=0.0,
     )
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert info.spatial_dims == 3 and info.split_sizes == {"train": 3}
     for stem, example in by_id(config, "train").items():
         np.testing.assert_allclose(example["image"][..., 0], volumes[stem] / 255.0, atol=1e-6)
         np.testing.assert_array_equal(example["mask"], volumes[stem] > 128)
-    batch = next(data.train_iterator(config, batch_size=2, seed=0))
+    batch = next(data.train_iterator(data.prepare(config), batch_size=2, seed=0))
     assert batch["image"].shape == (2, 4, 8, 8, 1) and batch["mask"].shape == (2, 4, 8, 8)
 
 
@@ -148,7 +148,7 @@ def test_dsb2018_merges_nuclei_and_keeps_instances(tmp_path):
     config = folder_config(
         tmp_path, tmp_path / "dsb", name="dsb2018_nuclei", val_fraction=0.0, test_fraction=0.0
     )
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert (info.task, info.in_channels, info.split_sizes) == ("binary", 3, {"train": 2})
     example = by_id(config, "train")["aa"]
     expected = np.zeros((20, 20), np.int32)
@@ -184,7 +184,7 @@ def test_isbi2012_foreground_option(tmp_path, foreground):
 def test_shared_isbi2012_through_image_folder_and_its_builder(tmp_path):
     root = SHARED / "isbi2012_membrane"
     config = folder_config(tmp_path, root, patch_size=(96, 96))
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert info.split_sizes == {"train": 24, "validation": 3, "test": 3}
     assert (info.task, info.in_channels) == ("binary", 1)
     example = by_id(config, "test")
@@ -245,14 +245,16 @@ def test_prepared_catalog_dataset_is_read_without_tensorflow(tmp_path):
     config.name, config.data_dir = "pets_like_catalog", str(tmp_path)
     config.image_key, config.mask_key, config.label_offset = "photo", "trimap", 1
     config.task, config.num_classes, config.patch_size = "multiclass", 3, (8, 8)
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert (info.in_channels, info.split_sizes) == (3, {"train": 3, "test": 1})
-    batch = next(data.eval_batches(config, "test", batch_size=1))
+    batch = next(data.eval_batches(data.prepare(config), "test", batch_size=1))
     expected = np.zeros((12, 12), np.int32)
     expected[4:8], expected[8:] = 1, 2
     np.testing.assert_array_equal(batch["mask"][0], expected)
     assert batch["image"].shape == (1, 12, 12, 3) and batch["image"].max() == 0.0
-    assert set(np.unique(next(data.train_iterator(config, batch_size=2, seed=0))["mask"])) <= {
+    assert set(
+        np.unique(next(data.train_iterator(data.prepare(config), batch_size=2, seed=0))["mask"])
+    ) <= {
         0,
         1,
         2,

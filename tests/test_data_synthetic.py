@@ -17,7 +17,7 @@ def _config(data_dir, **overrides):
 
 
 def _split(config, split):
-    reader = datasets.open_builder(config)[1]
+    reader = datasets.prepare(config).reader
     return list(reader.as_data_source(split=split))
 
 
@@ -26,7 +26,7 @@ def test_counts_shapes_dtypes_and_ranges(tmp_path, spatial_dims):
     size = 40 if spatial_dims == 2 else 24
     patch = (32, 32) if spatial_dims == 2 else (16, 16, 16)
     config = _config(tmp_path, spatial_dims=spatial_dims, image_size=size, patch_size=patch)
-    info = data.prepare(config)
+    info = data.prepare(config).info
     assert info.split_sizes == {"train": 5, "validation": 2, "test": 3}
     assert (info.task, info.num_classes, info.in_channels) == ("binary", 1, 1)
     assert (info.output_activation, info.spatial_dims) == ("sigmoid", spatial_dims)

@@ -184,7 +184,7 @@ def test_the_built_dataset_has_the_membrane_as_foreground(recipe_run):
     from unetjax import data
 
     config = ConfigDict(json.loads((recipe_run / "unetpp" / "config.json").read_text()))
-    (batch,) = data.eval_batches(config.data, "test", batch_size=1)
+    (batch,) = data.eval_batches(data.prepare(config.data), "test", batch_size=1)
     centre = (slice(192, 320), slice(192, 320))  # eval_patch_size 128 of 512
     np.testing.assert_array_equal(batch["mask"][0], _mask("03")[centre] == 0)
     image = np.asarray(Image.open(DATA / "images" / "03.png"))[centre] / 255.0

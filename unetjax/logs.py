@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from unetjax import rundir
 from unetjax.evaluation import names
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class MetricWriter:
         from tensorboardX import SummaryWriter
 
         self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+        self._jsonl = open(os.path.join(workdir, rundir.METRICS_FILE), "a")  # noqa: SIM115
 
     def write(self, step: int, values: Mapping[str, float], *, prefix: str) -> None:
         if not self.enabled:

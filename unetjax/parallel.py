@@ -54,12 +54,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+def check_batch_size(global_batch_size: int, mesh: Mesh, *, name: str = "train.batch_size") -> int:
     """The per-process batch size; raises when the global batch does not split over the mesh."""
     devices = mesh.devices.size
     if global_batch_size % devices:
         raise ValueError(
-            f"train.batch_size={global_batch_size} must be divisible by the {devices} devices "
+            f"{name}={global_batch_size} must be divisible by the {devices} devices "
             f"of the mesh (e.g. {max(devices, global_batch_size // devices * devices)})"
         )
     return global_batch_size // jax.process_count()

@@ -41,6 +41,7 @@ class TrainResult:
     interrupted: bool = False
     stop_signal: int | None = None  # SIGINT / SIGTERM number when a signal stopped the run
     stopped_early: bool = False
+    complete: bool = False  # the run had already reached train.num_steps; nothing was trained
 
 
 def resolve_config(
@@ -65,15 +66,15 @@ def resolve_config(
     return config
 
 
-def prepare_data(data_config: ml_collections.ConfigDict) -> data.DatasetInfo:
-    """Process 0 builds the dataset while the others wait, then they read what it wrote."""
+def prepare_data(data_config: ml_collections.ConfigDict) -> data.Dataset:
+    """Process 0 builds the dataset while the others wait, then they open what it wrote."""
     if jax.process_index() == 0:
-        info = data.prepare(data_config)
+        dataset = data.prepare(data_config)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("unetjax: dataset prepared")
     if jax.process_index() != 0:
-        info = data.prepare(data_config)
-    return info
+        dataset = data.prepare(data_config)
+    return dataset
 
 
 def _state_dict(state: steps.TrainState) -> dict[str, Any]:
@@ -108,6 +109,7 @@ class _StopSignal:
 def evaluate(
     eval_step,
     state: steps.TrainState,
+    dataset: data.Dataset,
     config: ml_collections.ConfigDict,
     mesh: jax.sharding.Mesh,
     head_depths: tuple[int, ...],
@@ -117,7 +119,7 @@ def evaluate(
     local_batch = config.train.eval_batch_size // jax.process_count()
     losses, head_counts, accurate_counts, first_batch = [], [], [], None
     for batch in data.eval_batches(
-        config.data,
+        dataset,
         split,
         batch_size=local_batch,
         process_index=jax.process_index(),
@@ -146,15 +148,21 @@ def evaluate(
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+    rundir.check_workdir(workdir)
+    config = rundir.absolute_paths(config)
+    rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
     train_config = config.train
     if train_config.distributed:
         parallel.initialize_distributed(
             train_config.coordinator_address, train_config.num_processes, train_config.process_id
         )
-    info = prepare_data(config.data)
+    dataset = prepare_data(config.data)
+    info = dataset.info
     config = resolve_config(config, info)
+    rundir.check_resume(workdir, config)  # the data-derived fields too
     mesh = parallel.make_mesh()
     local_batch = parallel.check_batch_size(train_config.batch_size, mesh)
+    parallel.check_batch_size(train_config.eval_batch_size, mesh, name="train.eval_batch_size")
     logger.info(
         "%d devices (%s), global batch %d",
         mesh.devices.size,
@@ -172,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = jax.device_put(state, replicated)
 
     train_iter = data.train_iterator(
-        config.data,
+        dataset,
         batch_size=local_batch,
         seed=config.seed,
         process_index=jax.process_index(),
@@ -192,6 +200,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         logger.info(
             "resuming from the checkpoint of step %d in %s", resumed_from, manager.directory
         )
+        if resumed_from >= train_config.num_steps:
+            manager.close()
+            final = rundir.last_record(workdir, split="val") or {}
+            return TrainResult(
+                resumed_from,
+                {k: v for k, v in final.items() if k not in ("step", "split")},
+                head_depths,
+                resumed_from=resumed_from,
+                complete=True,
+            )
     if jax.process_index() == 0:
         rundir.save_config(workdir, config)
 
@@ -263,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 scores = None
                 if eval_now:
                     eval_metrics, shown = evaluate(
-                        eval_step, state, config, mesh, head_depths, config.data.val_split
+                        eval_step, state, dataset, config, mesh, head_depths, "validation"
                     )
                     writer.write(step, eval_metrics, prefix="val")
                     if train_config.num_overlays and jax.process_index() == 0:

@@ -82,10 +82,10 @@ def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], 
     return predict
 
 
-def split_counts(predict, data_config, split: str, counts_fn, batch_size: int) -> tuple:
+def split_counts(predict, dataset: data.Dataset, split: str, counts_fn, batch_size: int) -> tuple:
     """Counts (N, T, K, 4) over the split's valid images, and the first image (for timing)."""
     gathered, first = [], None
-    for batch in data.eval_batches(data_config, split, batch_size=batch_size):
+    for batch in data.eval_batches(dataset, split, batch_size=batch_size):
         probabilities = predict(batch["image"])
         counts = np.asarray(counts_fn(probabilities, batch["mask"]))
         gathered.append(counts[batch["valid"]])
@@ -137,7 +137,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not wanted:
         raise ValueError(f"nothing to evaluate: {args.model} serves {settings}")
 
-    data.prepare(data_config)
+    dataset = data.prepare(data_config)
     thresholds = [threshold] + (
         [t for t in SWEEP if t != threshold] if args.sweep and sigmoid else []
     )
@@ -149,7 +149,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             args.model, depth=depth, mode=mode, step=args.step, dtype=args.dtype
         )
         predict = _predict_fn(predictor, tile)
-        counts, first = split_counts(predict, data_config, args.split, counts_fn, args.batch_size)
+        counts, first = split_counts(predict, dataset, args.split, counts_fn, args.batch_size)
         row = {
             "depth": depth,
             "mode": mode,
@@ -163,7 +163,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             validation = counts
             if args.split != "validation":
                 validation, _ = split_counts(
-                    predict, data_config, "validation", counts_fn, args.batch_size
+                    predict, dataset, "validation", counts_fn, args.batch_size
                 )
             sweep_iou = [
                 _scores(validation[:, i], output_activation)["iou"] for i in range(len(thresholds))

@@ -68,7 +68,12 @@ def main(argv: list[str]) -> int:
     except train.NonFiniteLossError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return common.EXIT_FAILED
-    if result.resumed_from is not None:
+    if result.complete:
+        print(
+            f"{workdir} is complete: trained to step {result.step} (train.num_steps); "
+            "raise --config.train.num_steps to train on, or use another --workdir"
+        )
+    elif result.resumed_from is not None:
         print(f"resumed from step {result.resumed_from}")
     if result.eval_metrics:
         print(validation_table(result.eval_metrics, result.head_depths))

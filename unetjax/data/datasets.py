@@ -45,19 +45,52 @@ class DatasetInfo:
     class_names: tuple[str, ...] | None = None
 
 
+SPLIT_KEYS = {"train": "train_split", "validation": "val_split", "test": "test_split"}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A prepared dataset, opened once and handed to the pipelines.
+
+    Opening validates the data (for a folder: reads every file once, when it is built) and
+    opens the array_record readers; every training epoch and evaluation pass then reuses them.
+
+    Attributes:
+      info: what the model and the training loop need to know.
+      config: the `config.data` section it was prepared from (the pipelines read its options).
+      reader: a read-only TFDS builder over the array_record files.
+    """
+
+    info: DatasetInfo
+    config: ml_collections.ConfigDict
+    reader: tfds.core.DatasetBuilder
+    _sources: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def split_name(self, split: str) -> str:
+        """Our split names ("train", "validation", "test") as the dataset spells them."""
+        if self.config.name in BUILDERS or split not in SPLIT_KEYS:
+            return split
+        return self.config[SPLIT_KEYS[split]]
+
+    def source(self, split: str):
+        """The split's random-access data source (opened on first use, then reused)."""
+        name = self.split_name(split)
+        if name not in self.reader.info.splits:
+            raise DataError(
+                f"{self.info.name} has no split {name!r}; it has {sorted(self.reader.info.splits)}"
+            )
+        if name not in self._sources:
+            self._sources[name] = self.reader.as_data_source(split=name)
+        return self._sources[name]
+
+
 def data_dir(data_config: ml_collections.ConfigDict) -> str:
     return data_config.data_dir or str(tfds.core.constants.DATA_DIR)
 
 
-def prepare(data_config: ml_collections.ConfigDict) -> DatasetInfo:
-    """Builds the dataset if needed; raises DataError for bad input before training starts."""
-    return open_builder(data_config)[0]
-
-
-def open_builder(
-    data_config: ml_collections.ConfigDict,
-) -> tuple[DatasetInfo, tfds.core.DatasetBuilder]:
-    """The dataset's description and a read-only builder over its array_record files."""
+def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
+    """Builds the dataset if needed and opens it; raises DataError for bad input before
+    training starts."""
     _check_config(data_config)
     if data_config.name not in BUILDERS:
         reader = catalog.builder(data_config, data_dir(data_config))
@@ -77,7 +110,7 @@ def open_builder(
         )
         validation.check_patch_fits(metadata["min_shape"], data_config.patch_size, data_config.name)
     _check_against_config(info, data_config)
-    return info, reader
+    return Dataset(info=info, config=data_config, reader=reader)
 
 
 def _check_config(data_config: ml_collections.ConfigDict) -> None:

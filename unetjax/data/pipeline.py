@@ -4,41 +4,27 @@ import math
 from collections.abc import Iterator
 
 import grain
-import ml_collections
 import numpy as np
 from absl import flags
 
 from unetjax.data import catalog, examples, transforms
-from unetjax.data.datasets import BUILDERS, DatasetInfo, open_builder
+from unetjax.data.datasets import BUILDERS, Dataset
 from unetjax.data.errors import DataError
 
 
-def _split_name(data_config: ml_collections.ConfigDict, split: str) -> str:
-    """Our split names ("train", "validation", "test") as the dataset spells them."""
-    if data_config.name in BUILDERS:
-        return split
-    names = {"train": "train_split", "validation": "val_split", "test": "test_split"}
-    return data_config[names[split]] if split in names else split
-
-
-def _source(
-    data_config: ml_collections.ConfigDict, split: str
-) -> tuple[grain.MapDataset, DatasetInfo]:
+def _source(dataset: Dataset, split: str) -> grain.MapDataset:
     """A split as examples with image, mask and (if needed) instances."""
-    info, reader = open_builder(data_config)
-    name = _split_name(data_config, split)
-    if name not in reader.info.splits:
-        raise DataError(f"{info.name} has no split {name!r}; it has {sorted(reader.info.splits)}")
-    dataset = grain.MapDataset.source(reader.as_data_source(split=name))
+    data_config = dataset.config
+    source = grain.MapDataset.source(dataset.source(split))
     if data_config.name not in BUILDERS:
-        dataset = dataset.map(
+        source = source.map(
             catalog.ToExample(data_config.image_key, data_config.mask_key, data_config.label_offset)
         )
-    if data_config.border_weights and "instances" not in reader.info.features:
-        dataset = dataset.map(
+    if data_config.border_weights and "instances" not in dataset.reader.info.features:
+        source = source.map(
             lambda e: {**e, "instances": examples.connected_components(e["mask"] > 0)}
         )
-    return dataset, info
+    return source
 
 
 def _shard(dataset: grain.MapDataset, process_index: int, process_count: int) -> grain.MapDataset:
@@ -48,7 +34,7 @@ def _shard(dataset: grain.MapDataset, process_index: int, process_count: int) ->
 
 
 def train_iterator(
-    data_config: ml_collections.ConfigDict,
+    dataset: Dataset,
     *,
     batch_size: int,
     seed: int,
@@ -60,20 +46,20 @@ def train_iterator(
     The iterator's `get_state()` is a JSON-serialisable dict; `set_state` resumes exactly.
     Resume with the same num_workers: the state's layout depends on it.
     """
-    dataset, info = _source(data_config, "train")
-    dataset = _shard(dataset, process_index, process_count)
-    if len(dataset) == 0:
+    data_config, info = dataset.config, dataset.info
+    records = _shard(_source(dataset, "train"), process_index, process_count)
+    if len(records) == 0:
         raise DataError(f"process {process_index} of {process_count} has no training examples")
     # Shard, then shuffle and repeat: each epoch of this shard in a new seeded order.
-    dataset = dataset.shuffle(seed=seed).repeat(None)
-    dataset = dataset.random_map(
+    records = records.shuffle(seed=seed).repeat(None)
+    records = records.random_map(
         transforms.TrainTransform(data_config, info.task == "multilabel"), seed=seed
     )
-    dataset = dataset.batch(batch_size, drop_remainder=True)
+    batches = records.batch(batch_size, drop_remainder=True)
     read = grain.ReadOptions(
         num_threads=data_config.num_threads, prefetch_buffer_size=data_config.prefetch
     )
-    iterable = dataset.to_iter_dataset(read)
+    iterable = batches.to_iter_dataset(read)
     if data_config.num_workers > 0:
         # grain's worker processes read absl flags; outside an absl app (tests, notebooks,
         # the benchmark) they are unparsed, so use their defaults.
@@ -89,7 +75,7 @@ def train_iterator(
 
 
 def eval_batches(
-    data_config: ml_collections.ConfigDict,
+    dataset: Dataset,
     split: str,
     *,
     batch_size: int,
@@ -101,13 +87,14 @@ def eval_batches(
     Every process yields the same number of batches; padding samples (zeros) are marked
     `valid` False. Full images must share one size within the split for fixed shapes.
     """
-    dataset, info = _source(data_config, split)
-    num_batches = math.ceil(math.ceil(len(dataset) / process_count) / batch_size)
-    dataset = dataset.map(transforms.EvalTransform(data_config, info.task == "multilabel"))
+    data_config, info = dataset.config, dataset.info
+    records = _source(dataset, split)
+    num_batches = math.ceil(math.ceil(len(records) / process_count) / batch_size)
+    records = records.map(transforms.EvalTransform(data_config, info.task == "multilabel"))
     # The split's first example shapes the padding, even on a process left without examples.
-    filler = {key: np.zeros_like(value) for key, value in dataset[0].items()}
+    filler = {key: np.zeros_like(value) for key, value in records[0].items()}
     read = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=batch_size)
-    samples = iter(_shard(dataset, process_index, process_count).to_iter_dataset(read))
+    samples = iter(_shard(records, process_index, process_count).to_iter_dataset(read))
     for _ in range(num_batches):
         batch = [next(samples, None) for _ in range(batch_size)]
         yield _pad_batch(batch, filler, split)
