@@ -117,3 +117,15 @@ def test_blend_window_is_one_at_the_centre_and_positive_everywhere():
     assert window[16, 7] > window[0, 7]
     with pytest.raises(ValueError, match="blend must be one of"):
         tiling.blend_window((8, 8), "median")
+
+
+def test_size_buckets_are_few_aligned_and_close_to_the_size():
+    assert tiling.bucket_size(530, 16) == 640  # 4 buckets per octave: 512, 640, 768, 896
+    assert tiling.bucket_size(300, 16) == 320
+    assert tiling.bucket_size(32, 4) == 32
+    sizes = range(40, 301)
+    buckets = {tiling.bucket_size(size, 16) for size in sizes}
+    assert len(buckets) <= 12  # one compiled shape per bucket instead of one per size
+    for size in sizes:
+        bucket = tiling.bucket_size(size, 16)
+        assert bucket >= size and bucket % 16 == 0 and bucket <= 1.34 * size + 16

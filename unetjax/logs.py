@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from unetjax import rundir
+from unetjax import overlays, rundir
 from unetjax.evaluation import names
 
 logger = logging.getLogger(__name__)
@@ -115,23 +115,6 @@ class ProgressReporter:
             self._bar.close()
 
 
-def overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """RGB uint8 picture: the image, its ground truth (green) and prediction (magenta) side by side.
-
-    image: (H, W, C) in [0, 1]; truth, prediction: (H, W) boolean foreground.
-    """
-    gray = image.mean(axis=-1) if image.shape[-1] != 3 else image
-    low, high = float(np.min(gray)), float(np.max(gray))
-    gray = (gray - low) / (high - low + 1e-8)
-    rgb = np.repeat(gray[..., None], 3, axis=-1) if gray.ndim == 2 else gray
-    panels = [rgb]
-    for mask, colour in ((truth, (0.0, 1.0, 0.0)), (prediction, (1.0, 0.0, 1.0))):
-        tinted = rgb.copy()
-        tinted[mask] = 0.5 * tinted[mask] + 0.5 * np.asarray(colour)
-        panels.append(tinted)
-    return (np.concatenate(panels, axis=1) * 255).astype(np.uint8)
-
-
 def save_overlays(
     workdir: str,
     step: int,
@@ -160,4 +143,6 @@ def save_overlays(
         if image.ndim == 4:  # (D, H, W, C): the middle slice
             middle = image.shape[0] // 2
             image, mask, pred = image[middle], mask[middle], pred[middle]
-        Image.fromarray(overlay(image, mask, pred)).save(os.path.join(directory, f"{index}.png"))
+        Image.fromarray(overlays.truth_and_prediction(image, mask, pred)).save(
+            os.path.join(directory, f"{index}.png")
+        )

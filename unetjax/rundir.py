@@ -163,3 +163,36 @@ def check_resume(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
             f"{os.fspath(workdir)} holds a run with another config ({listed}); resume it with its "
             f"own config, or start this one elsewhere with --workdir"
         )
+
+
+THRESHOLDS_FILE = "thresholds.json"
+
+
+def save_thresholds(
+    workdir: str | os.PathLike, step: int, split: str, best: dict[tuple[int, str], float]
+) -> None:
+    """Records `evaluate --sweep`'s best sigmoid threshold per (depth, mode) for `step`."""
+    path = os.path.join(os.fspath(workdir), THRESHOLDS_FILE)
+    record = {
+        "step": step,
+        "split": split,
+        "thresholds": {f"L{depth} {mode}": value for (depth, mode), value in best.items()},
+    }
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def chosen_threshold(
+    workdir: str | os.PathLike, depth: int, mode: str, step: int
+) -> tuple[float, str] | None:
+    """The swept threshold for this setting and checkpoint step, with where it came from."""
+    path = os.path.join(os.fspath(workdir), THRESHOLDS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    value = record["thresholds"].get(f"L{depth} {mode}")
+    if value is None or record["step"] != step:
+        return None
+    return float(value), f"evaluate --sweep on the {record['split']} split at step {step}"

@@ -182,6 +182,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             f"{row['params']:,} params, {row['latency_ms']:.2f} ms/image"
         )
         rows.append(row)
+    swept = {(r["depth"], r["mode"]): r["sweep"]["best_threshold"] for r in rows if "sweep" in r}
+    if swept:
+        rundir.save_thresholds(args.model, predictor.step, "validation", swept)
     return {
         "model": os.path.abspath(args.model),
         "step": predictor.step,

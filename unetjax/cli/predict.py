@@ -18,17 +18,15 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.ndimage
 import tifffile
 import tqdm
 from PIL import Image
 
-from unetjax import inference
+from unetjax import inference, overlays, rundir
 from unetjax.cli import common
 from unetjax.data import image_io
 
 FORMATS = ("png", "tiff", "npy")
-CONTOUR_COLOURS = ((255, 64, 64), (64, 255, 64), (64, 128, 255), (255, 255, 0), (255, 0, 255))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -41,7 +39,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=None, help="prune to depth L (default: all)")
     parser.add_argument("--mode", choices=inference.MODES, default="fast")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="sigmoid outputs only")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="sigmoid outputs only (default: the one `evaluate --sweep` chose, else 0.5)",
+    )
     parser.add_argument("--min-size", type=int, default=0, help="drop smaller components")
     parser.add_argument("--format", choices=FORMATS, default="png", help="mask file format")
     parser.add_argument("--tile", type=int, default=0, help="tile size; 0 predicts whole images")
@@ -112,24 +115,19 @@ def write_mask(labels: np.ndarray, out: pathlib.Path, fmt: str, *, binary: bool)
     return [str(out.with_suffix(".png"))]
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, spatial_dims: int) -> np.ndarray:
-    """RGB uint8 of the image with each class's mask contour drawn in its colour.
-
-    Volumes show their middle slice along the first (depth) axis.
-    """
-    if spatial_dims == 3:
-        middle = image.shape[0] // 2
-        image, labels = image[middle], labels[middle]
-    rgb = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, axis=-1)
-    rgb = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-    if labels.ndim == 3:  # multi-label (H, W, K)
-        masks = [labels[..., k] > 0 for k in range(labels.shape[-1])]
-    else:
-        masks = [labels == k for k in range(1, max(int(labels.max()), 1) + 1)]
-    for k, mask in enumerate(masks):
-        contour = mask & ~scipy.ndimage.binary_erosion(mask)
-        rgb[contour] = CONTOUR_COLOURS[k % len(CONTOUR_COLOURS)]
-    return rgb
+def match_channels(image: np.ndarray, channels: int) -> tuple[np.ndarray, str | None]:
+    """The image with the model's channels: RGB(A) to grayscale by the mean of R, G, B, or
+    grayscale repeated to RGB; and a note saying so (None when nothing changed)."""
+    have = image.shape[-1]
+    if have == channels:
+        return image, None
+    if channels == 1 and have in (3, 4):
+        return image[..., :3].mean(
+            axis=-1, keepdims=True
+        ), f"{have}-channel images converted to grayscale"
+    if channels == 3 and have == 1:
+        return np.repeat(image, 3, axis=-1), "grayscale images repeated to RGB"
+    return image, None  # check_image names the mismatch
 
 
 def main(argv: list[str]) -> int:
@@ -155,29 +153,40 @@ def main(argv: list[str]) -> int:
     if args.overlay:
         (output / "overlays").mkdir(exist_ok=True)
 
+    threshold = args.threshold
+    if threshold is None and binary:
+        chosen = rundir.chosen_threshold(
+            args.model, predictor.depth, predictor.mode, predictor.step
+        )
+        threshold, source = chosen or (0.5, "the default")
+        print(f"predict: threshold {threshold} ({source})")
     files, failures = expand_inputs(args.inputs)
     print(
         f"predict: {len(files)} inputs, {args.model} step {predictor.step}, depth "
         f"{predictor.depth} ({predictor.mode}), {predictor.num_params:,} parameters"
     )
-    written = 0
+    written, notes = 0, set()
+    class_names = predictor.config.get("data", {}).get("class_names")
     start = time.perf_counter()
     progress = tqdm.tqdm(files, unit="image", disable=not args.progress, file=sys.stderr)
     for path, name in zip(progress, unique_names(files), strict=True):
         try:
             image = image_io.read_image(path, spec.spatial_dims, color_mode)
+            image, note = match_channels(image, spec.in_channels)
+            if note and note not in notes:
+                notes.add(note)
+                progress.write(f"predict: {note} for the {spec.in_channels}-channel model")
             predictor.check_image(image, str(path))
-            probabilities = predictor.predict(image, tile=tile, tta=args.tta)
+            probabilities = predictor.predict(image, tile=tile, tta=args.tta, bucket=True)
             labels = predictor.postprocess(
-                probabilities, threshold=args.threshold, min_size=args.min_size
+                probabilities, threshold=threshold or 0.5, min_size=args.min_size
             )
             write_mask(labels, output / name, args.format, binary=binary)
             if args.probabilities:
                 np.save(output / f"{name}_probabilities.npy", probabilities)
             if args.overlay:
-                Image.fromarray(overlay(image, labels, spec.spatial_dims)).save(
-                    output / "overlays" / f"{name}.png"
-                )
+                picture = overlays.prediction_overlay(image, labels, class_names)
+                Image.fromarray(picture).save(output / "overlays" / f"{name}.png")
             written += 1
         except (OSError, ValueError) as error:  # DataError is a ValueError
             message = str(error) if str(path) in str(error) else f"{path}: {error}"

@@ -144,25 +144,33 @@ class Predictor:
         return np.asarray(probabilities, np.float32)[:count]
 
     def predict(
-        self, image: np.ndarray, *, tile: TileOptions | None = None, tta: bool = False
+        self,
+        image: np.ndarray,
+        *,
+        tile: TileOptions | None = None,
+        tta: bool = False,
+        bucket: bool = False,
     ) -> np.ndarray:
         """Probabilities (*spatial, K) of one image or volume (*spatial, C) of any size.
 
         Without `tile`, the whole image is predicted at once after mirror-padding it to a
         multiple of 2^D; with it, tile by tile (`unetjax.inference.tiling`). With `tta`, the
         mean over every mirrored copy of the image, each padded and tiled as it is (so the
-        result mirrors exactly with the input, whatever its size).
+        result mirrors exactly with the input, whatever its size). With `bucket`, a whole image
+        is padded to one of a few sizes per octave (`tiling.bucket_size`) instead of the next
+        multiple of 2^D, so a folder of varied sizes compiles a few shapes, not one per size.
         """
         image = np.asarray(image, np.float32)
         self.check_image(image)
         batch = image[None]
-        predict = lambda x: self._predict_one(x[0], tile)[None]  # noqa: E731
+        predict = lambda x: self._predict_one(x[0], tile, bucket)[None]  # noqa: E731
         flip = lambda x, axes: np.ascontiguousarray(np.flip(x, axes))  # noqa: E731
         return mean_over_flips(predict, batch, self.flips(tta), flip)[0]
 
-    def _predict_one(self, image: np.ndarray, tile: TileOptions | None) -> np.ndarray:
+    def _predict_one(self, image: np.ndarray, tile: TileOptions | None, bucket: bool) -> np.ndarray:
         if tile is None:
-            padded, crop = tiling.pad_to_multiple(image, self.align)
+            pad = tiling.pad_to_bucket if bucket else tiling.pad_to_multiple
+            padded, crop = pad(image, self.align)
             return self.predict_batch(padded[None])[0][crop]
         return tiling.predict_tiled(
             self.predict_batch,

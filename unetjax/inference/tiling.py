@@ -56,6 +56,21 @@ def round_up(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple
 
 
+def bucket_size(size: int, align: int) -> int:
+    """`size` rounded up to one of four sizes per octave (multiples of `align`), so images of
+    many sizes share a few compiled shapes: e.g. with align 16, 530 -> 640 and 300 -> 320."""
+    step = max(align, 2 ** max(int(size).bit_length() - 3, 0))
+    return round_up(round_up(size, step), align)
+
+
+def pad_to_bucket(image: np.ndarray, align: int) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Mirror-pads (*spatial, C) at its end to `bucket_size` per axis; returns the crop too."""
+    spatial = image.shape[:-1]
+    padding = [(0, bucket_size(size, align) - size) for size in spatial] + [(0, 0)]
+    crop = tuple(slice(0, size) for size in spatial)
+    return (_mirror_pad(image, padding) if any(a for _, a in padding) else image), crop
+
+
 def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Mirror-pads the spatial axes of (*spatial, C) at their end to a multiple of `multiple`.
 
