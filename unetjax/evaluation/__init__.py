@@ -1,0 +1,1 @@
+"""Evaluation: per-case metrics, summaries, tables and figures."""
