@@ -186,6 +186,7 @@ def test_bad_inputs_raise_naming_the_problem():
         surface.nsd(mask, mask, -1.0)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecations
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_masks_agree_with_monai_exactly(seed):
     torch = pytest.importorskip("torch")
@@ -210,6 +211,7 @@ def test_random_masks_agree_with_monai_exactly(seed):
         )
 
 
+@pytest.mark.filterwarnings("ignore:Please import:DeprecationWarning")  # scipy 2.0 namespaces
 @pytest.mark.parametrize("seed", [0, 1])
 def test_smooth_masks_agree_with_deepmind_surface_distance_within_a_voxel(seed):
     # DeepMind's code measures between surface elements on the voxel corners, weighted by area,
