@@ -7,7 +7,7 @@ sprinkle of false-positive voxels, then times each metric family on the CPU and 
 same distances by `scipy.ndimage.distance_transform_edt` over the bounding box, for comparison
 with the k-d tree that `surface` uses.
 
-Commands (the figures in benchmarks/RESULTS.md come from the defaults):
+Commands:
   python -m benchmarks.metric_speed                          # 512x512 and 128^3
   python -m benchmarks.metric_speed --sizes 256 --repeats 3 --output metric_speed.json
 
@@ -73,10 +73,13 @@ def draw(shape: tuple[int, ...], objects: list[tuple[np.ndarray, float]], border
 
 def make_case(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(prediction, reference) instance maps of one realistic case."""
+    side = min(shape)
     if len(shape) == 2:
-        objects = noisy_objects(rng, shape, 40, (8.0, 20.0))  # nuclei-like
+        radius = (side / 64, side / 25.6)  # 8 to 20 pixels at 512: nuclei-like
+        objects = noisy_objects(rng, shape, 40, radius)
     else:
-        objects = noisy_objects(rng, shape, 4, (12.0, 28.0))  # organs / lesions
+        radius = (side * 3 / 32, side * 7 / 32)  # 12 to 28 voxels at 128: organs, lesions
+        objects = noisy_objects(rng, shape, 4, radius)
 
     def border_field() -> np.ndarray:
         field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 3)
@@ -87,7 +90,7 @@ def make_case(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndar
         (centre + rng.normal(0, 1.5, len(shape)), radius * rng.uniform(0.85, 1.15))
         for centre, radius in objects[1:]
     ]
-    predicted += noisy_objects(rng, shape, 1, (6.0, 10.0))
+    predicted += noisy_objects(rng, shape, 1, (radius[0] / 2, radius[0]))
     prediction = draw(shape, predicted, border_field())
     speckle = (rng.random(shape) < 2e-4) & (prediction == 0)
     prediction[speckle] = prediction.max() + 1

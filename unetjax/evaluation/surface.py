@@ -12,20 +12,21 @@ distance sets of `surface_distances`. From them:
 
 - HD95: the larger of the two directed 95th percentiles (linear interpolation, numpy's default),
   as MONAI and Metrics Reloaded compute it (medpy takes the percentile of both sets pooled);
-- ASSD: the mean of both sets pooled, (sum d(a, B) + sum d(b, A)) / (|A| + |B|) (Metrics
-  Reloaded, MONAI; medpy averages the two directed means instead);
+- ASSD: the mean of both sets pooled, (sum d(a, B) + sum d(b, A)) / (|A| + |B|), as Metrics
+  Reloaded, MONAI and medpy 0.5 compute it;
 - NSD at tolerance tau (Nikolov et al. 2021): the share of boundary voxels of both masks that lie
-  within tau of the other surface, counting voxels where DeepMind's surface-distance weights
-  surface elements by their area, as MONAI and Metrics Reloaded do.
+  within tau of the other surface. It counts voxels, as MONAI (by default) and Metrics Reloaded
+  do; DeepMind's surface-distance weights surface elements by their area instead.
 
 Undefined values are NaN here: HD95 and ASSD when either mask is empty, NSD when both are;
 `case_metrics` applies the empty-case conventions on top.
 
-Speed: both masks are cropped to the bounding box of their union before the erosion (outside it
-all is background, so nothing changes), and the nearest-surface distances are k-d tree queries
-over the boundary voxels only. That gives the same distances as `distance_transform_edt(...,
-sampling=spacing)` of the other surface, but costs time in the number of boundary voxels rather
-than in the volume of the box: about 5x faster on a noisy 128^3 volume (benchmarks/metric_speed.py).
+Speed: both masks are cropped to the bounding box of their union before the boundary is found
+(outside it all is background, so nothing changes), and the nearest-surface distances are k-d
+tree queries over the boundary voxels only (as MONAI does on the CPU). That gives the same
+distances as `distance_transform_edt(..., sampling=spacing)` of the other surface, but costs time
+in the number of boundary voxels rather than in the volume of the box: about 5x faster on a
+noisy 128^3 volume (benchmarks/metric_speed.py).
 """
 
 from __future__ import annotations
