@@ -126,6 +126,8 @@ def test_bad_inputs_raise_naming_the_fix():
         case_metrics(mask, mask, kind="multiclass")
     with pytest.raises(ValueError, match="kind must be one of"):
         case_metrics(mask, mask, kind="softmax")
+    with pytest.raises(ValueError, match="2 or 3 spatial axes"):
+        case_metrics(mask[None, None], mask[None, None], kind="binary")
     with pytest.raises(ValueError, match="spatial shape"):
         case_metrics(mask, mask, kind="binary", ignore=np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="2 channels, but num_classes=3"):

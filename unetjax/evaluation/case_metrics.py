@@ -90,6 +90,8 @@ def case_metrics(
       connectivity: 1 = face neighbours, for the surface voxels and the connected components.
     """
     overlap.check_empty(empty)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if nsd_unit not in ("mm", "voxels"):
         raise ValueError(f"nsd_unit must be 'mm' or 'voxels', got {nsd_unit!r}")
     prediction, reference = np.asarray(prediction), np.asarray(reference)
@@ -99,6 +101,12 @@ def case_metrics(
             f"{reference.shape}"
         )
     spatial_shape = prediction.shape[:-1] if kind == "multilabel" else prediction.shape
+    if len(spatial_shape) not in (2, 3):
+        layout = "(*spatial, classes)" if kind == "multilabel" else "(*spatial)"
+        raise ValueError(
+            f"{kind} masks of one case must be {layout} with 2 or 3 spatial axes, got shape "
+            f"{prediction.shape} (score a batch one case at a time)"
+        )
     spacing = surface.as_spacing(spacing, len(spatial_shape))
     keep = None if ignore is None else ~_spatial_mask(ignore, spatial_shape, "ignore")
     score_instances = (
@@ -171,17 +179,16 @@ def _overlap_counts(
             )
         counts = overlap.label_counts(prediction, reference, num_classes, ignore=ignore)
         return counts[1:], list(range(1, num_classes))
-    if kind == "multilabel":
-        prediction = surface.binary_mask(prediction, "prediction")
-        reference = surface.binary_mask(reference, "reference")
-        channels = prediction.shape[-1]
-        if num_classes is not None and num_classes != channels:
-            raise ValueError(
-                f"multilabel masks of shape {prediction.shape} have {channels} channels, but "
-                f"num_classes={num_classes}: the last axis holds one channel per class"
-            )
-        return overlap.channel_counts(prediction, reference, ignore=ignore), list(range(channels))
-    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    # multilabel: one channel per class
+    prediction = surface.binary_mask(prediction, "prediction")
+    reference = surface.binary_mask(reference, "reference")
+    channels = prediction.shape[-1]
+    if num_classes is not None and num_classes != channels:
+        raise ValueError(
+            f"multilabel masks of shape {prediction.shape} have {channels} channels, but "
+            f"num_classes={num_classes}: the last axis holds one channel per class"
+        )
+    return overlap.channel_counts(prediction, reference, ignore=ignore), list(range(channels))
 
 
 def _class_masks(
