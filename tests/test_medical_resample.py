@@ -192,3 +192,20 @@ def test_labels_come_back_identical_when_the_target_grid_refines_the_original(da
     mapping = medical_case.mapping_for(case.reference, spacing)
     restored = medical_case.labels_to_original_grid(on_grid, mapping, order=0)
     np.testing.assert_array_equal(restored, labels)
+
+
+def test_class_probabilities_map_back_with_their_channels_onto_the_file_grid(dataset):
+    images, label_path = _case_files(dataset, 0)
+    case = medical_case.read_case_image(images)
+    labels = nifti_io.read_nifti(label_path).array
+    spacing = (3.0, 1.3, 1.3)
+    _, on_grid = medical_case.to_training_grid(
+        case.image, labels, case.reference.affine, spacing=spacing, normalisation=ZSCORE
+    )
+    probabilities = np.eye(3, dtype=np.float32)[on_grid]
+    mapping = medical_case.mapping_for(case.reference, spacing)
+    back = medical_case.image_to_original_grid(probabilities, mapping)
+    assert back.shape == (*labels.shape, 3)
+    np.testing.assert_allclose(back.sum(axis=-1), 1.0, atol=1e-5)
+    truth = np.asarray(nib.load(label_path).dataobj).transpose(2, 1, 0)
+    assert np.mean(np.argmax(back, axis=-1) == truth) >= 0.96

@@ -26,8 +26,6 @@ import numpy as np
 from unetjax.data import image_io, nifti_io
 from unetjax.data.errors import DataError
 
-AFFINE_TOLERANCE_MM = 1e-3
-
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -115,14 +113,10 @@ def _labels(meta: dict, path: pathlib.Path) -> dict[str, int]:
 def _msd_cases(root: pathlib.Path, entries: list, folder: str) -> list[Case]:
     cases = []
     for entry in entries:
-        image_entry, label_entry = (
-            (entry, None)
-            if isinstance(entry, str)
-            else (
-                entry.get("image"),
-                entry.get("label"),
-            )
-        )
+        if isinstance(entry, str):
+            image_entry, label_entry = entry, None
+        else:
+            image_entry, label_entry = entry.get("image"), entry.get("label")
         if image_entry is None:
             raise DataError(f"{root / 'dataset.json'}: {folder} entry {entry} has no 'image'")
         image = root / image_entry
@@ -151,7 +145,14 @@ def _nnunet_cases(root: pathlib.Path, folder: str, ending: str, labelled: bool) 
     if not directory.is_dir():
         return []
     pattern = re.compile(r"(.+)_\d{4}" + re.escape(ending) + "$")
-    case_ids = sorted({m.group(1) for p in directory.iterdir() if (m := pattern.match(p.name))})
+    # Names starting with "." are macOS resource forks (the MSD archives hold "._x.nii.gz").
+    case_ids = sorted(
+        {
+            m.group(1)
+            for p in directory.iterdir()
+            if (m := pattern.match(p.name)) and p.name[0] != "."
+        }
+    )
     label_dir = root / "labelsTr"
     return [
         Case(
@@ -167,6 +168,11 @@ def find_cases(root: pathlib.Path, meta: dict) -> tuple[list[Case], list[Case]]:
     """(training, test) cases as `dataset.json` lists them (MSD) or the folders hold them."""
     if "channel_names" in meta:
         ending = meta.get("file_ending", ".nii.gz")
+        if ending not in (".nii", ".nii.gz"):
+            raise DataError(
+                f"{root / 'dataset.json'}: file_ending {ending!r}; only NIfTI (.nii, .nii.gz) "
+                "is read (convert other formats with SimpleITK first)"
+            )
         training = _nnunet_cases(root, "imagesTr", ending, labelled=True)
         if "numTraining" in meta and meta["numTraining"] != len(training):
             raise DataError(
@@ -208,10 +214,10 @@ def case_header(case: Case, num_channels: int) -> CaseHeader:
                 f"{case.label} has {shape}; expected one grid for all of a case's files"
             )
         difference = float(np.abs(image.affine - label.affine).max())
-        if difference > AFFINE_TOLERANCE_MM:
+        if difference > nifti_io.AFFINE_TOLERANCE_MM:
             raise DataError(
                 f"case {case.case_id}: the affine of {path} differs from the label's by "
-                f"{difference:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm); expected the "
+                f"{difference:.4g} mm (tolerance {nifti_io.AFFINE_TOLERANCE_MM} mm); expected the "
                 f"same geometry.\n{np.round(image.affine, 4)}\nvs\n{np.round(label.affine, 4)}"
             )
     return CaseHeader(case.case_id, nifti_io.file_shape_to_ours(shape), label.affine, channels)

@@ -5,8 +5,9 @@ the foreground (label > 0) voxels of every training case are pooled per channel;
 99.5 percentiles (numpy's default linear interpolation), the mean and the population sd
 (ddof 0) are all computed on those pooled, unclipped intensities; a volume is then clipped to
 the two percentiles and z-scored with that mean and sd (sd floored at 1e-8). nnU-Net pools a
-random sample of at most 1e8 / num_cases voxels per case; we pool all of them, or a seeded
-sample of `max_values_per_case` where a case has more.
+random sample of exactly 1e8 / num_cases voxels per case, drawn with replacement; we pool all of
+them, or a seeded sample without replacement of `max_values` where a case has more (so on
+small data the statistics are exact, not sampled).
 
 `zscore` (MR and everything else) uses each case's own mean and sd, over the whole volume or
 over its nonzero voxels only (skull-stripped brains: the zero background is left at 0).

@@ -49,10 +49,16 @@ def read_case_image(paths: Sequence[str]) -> CaseImage:
     volumes = [nifti_io.read_nifti(pathlib.Path(p)) for p in paths]
     channels = []
     for volume in volumes:
-        if volume.array.shape[:3] != volumes[0].array.shape[:3]:
+        first = volumes[0]
+        if volume.array.shape[:3] != first.array.shape[:3]:
             raise DataError(
                 f"{volume.path}: shape {volume.array.shape[:3]}; expected the shape of the "
-                f"case's first channel {volumes[0].path}, {volumes[0].array.shape[:3]}"
+                f"case's first channel {first.path}, {first.array.shape[:3]}"
+            )
+        if np.abs(volume.affine - first.affine).max() > nifti_io.AFFINE_TOLERANCE_MM:
+            raise DataError(
+                f"{volume.path}: its affine differs from the first channel's ({first.path}) by "
+                f"more than {nifti_io.AFFINE_TOLERANCE_MM} mm; expected one grid for all channels"
             )
         array = volume.array.astype(np.float32)
         channels.append(array if array.ndim == 4 else array[..., None])

@@ -18,6 +18,8 @@ from nibabel import orientations
 from unetjax.data.errors import DataError
 
 RAS = orientations.axcodes2ornt(("R", "A", "S"))
+# Files of one case agree when their affines differ by at most this (mm, per entry).
+AFFINE_TOLERANCE_MM = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)

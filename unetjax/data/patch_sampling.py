@@ -56,11 +56,8 @@ def patch_origin(
     if not 0 <= foreground_prob <= 1:
         raise ValueError(f"foreground_prob={foreground_prob}; expected a probability")
     low, high = _bounds(shape, patch_size)
-    # Always draw both, so the stream of random numbers does not depend on the outcome.
-    centred = rng.random() < foreground_prob
-    uniform = np.array([rng.integers(a, b + 1) for a, b in zip(low, high, strict=True)])
-    if not centred or len(locations) == 0:
-        return uniform
+    if rng.random() >= foreground_prob or len(locations) == 0:
+        return np.array([rng.integers(a, b + 1) for a, b in zip(low, high, strict=True)])
     classes = np.unique(locations[:, 0])
     chosen = locations[locations[:, 0] == rng.choice(classes)]
     voxel = chosen[rng.integers(len(chosen)), 1:]
