@@ -2,6 +2,7 @@
 
 import pathlib
 
+import nibabel
 import numpy as np
 import tifffile
 from PIL import Image
@@ -52,11 +53,7 @@ def read_array(path: pathlib.Path) -> np.ndarray:
 
 
 def _read_nifti(path: pathlib.Path) -> np.ndarray:
-    try:
-        import nibabel
-    except ImportError as error:
-        raise DataError(f"{path}: reading NIfTI needs nibabel (pip install nibabel)") from error
-    # NIfTI stores (x, y, z); we use (D, H, W) = (z, y, x).
+    # NIfTI stores (x, y, z); we use (D, H, W) = (z, y, x), as `nifti_io` does.
     volume = np.asarray(nibabel.load(path).dataobj)
     return np.moveaxis(volume, (0, 1, 2), (2, 1, 0)) if volume.ndim >= 3 else volume
 
