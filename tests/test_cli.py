@@ -1,5 +1,6 @@
 """predict, evaluate and export end to end, in subprocesses, on a checkpoint train.py wrote."""
 
+import csv
 import json
 import os
 import pathlib
@@ -76,16 +77,19 @@ def test_predict_writes_masks_and_overlays_and_reports_bad_files(trained, tmp_pa
         env,
         check_rc=1,
     )
-    for name, shape in [("cell_a", (32, 32)), ("cell_b", (32, 32)), ("large", (70, 45))]:
+    shapes = [("cell_a", (32, 32)), ("cell_b", (32, 32)), ("large", (70, 45)), ("colour", (32, 32))]
+    for name, shape in shapes:
         mask = np.asarray(Image.open(out / f"{name}.png"))
         assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
-        assert Image.open(out / "overlays" / f"{name}.png").size == shape[::-1]
-    assert not (out / "broken.png").exists() and not (out / "colour.png").exists()
-    assert "3 inputs failed" in result.stderr
+        width, height = Image.open(out / "overlays" / f"{name}.png").size
+        assert width == shape[1] and height > shape[0]  # the image, then its legend
+    assert not (out / "broken.png").exists()
+    assert "3-channel images converted to grayscale for the 1-channel model" in result.stderr
+    assert "2 inputs failed" in result.stderr
     assert "broken.png: cannot read it as an image" in result.stderr
-    assert "colour.png: shape (32, 32, 3) has 3 channels; the model expects 1" in result.stderr
     assert "missing.tif" in result.stderr
-    assert "wrote 3 masks" in result.stdout
+    assert "wrote 4 masks" in result.stdout
+    assert "threshold 0.5 (the default)" in result.stdout
 
 
 def test_export_then_predict_with_the_exported_model(trained, tmp_path):
@@ -163,13 +167,34 @@ def test_evaluate_writes_the_pruning_table_json_and_plot(trained, tmp_path):
     assert params[(1, "fast")] < params[(2, "fast")] <= params[(2, "accurate")]
     table = (out / "evaluation.md").read_text()
     assert "| L2 | accurate |" in table and "best threshold" in table
-    assert Image.open(out / "pruning.png").size == (900, 600)
-    assert "wrote evaluation.json" in result.stdout
+    assert "Per-case metrics" in table and "hd95" in table
+    for name in ("pruning", "per_case"):
+        assert Image.open(out / f"{name}.png").size[0] > 300
+        svg = (out / f"{name}.svg").read_text()
+        assert "test split" in svg and "scored: full images" in svg
+    assert "wrote per_case.csv" in result.stdout
 
 
-def test_plot_tick_labels_keep_the_decimals_of_their_step():
-    from unetjax.cli.plot import _format
-
-    assert [_format(v, 0.025) for v in (0.425, 0.45, 0.475)] == ["0.425", "0.450", "0.475"]
-    assert _format(0.55 - 0.05, 0.55 - 0.5) == "0.50"
-    assert _format(10.0, 5.0) == "10"
+def test_evaluate_keeps_every_case_and_its_summary_means_are_the_csv_means(trained, tmp_path):
+    workdir, _, env = trained
+    out = tmp_path / "eval"
+    _run(["evaluate.py", "--model", str(workdir), "--split", "test", "--repeats", "1",
+          "--output", str(out)], env)  # fmt: skip
+    with open(out / "per_case.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # 4 test cases x (L1, L2) x (fast, accurate) x 1 class: one row each.
+    keys = {(r["case"], r["depth"], r["mode"], r["class"]) for r in rows}
+    assert len(rows) == len(keys) == 4 * 2 * 2 * 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"] == "test" and summary["scored"] == "full images"
+    for entry in summary["summaries"]:
+        chosen = [
+            r for r in rows if (int(r["depth"]), r["mode"]) == (entry["depth"], entry["mode"])
+        ]
+        values = np.array([float(r[entry["metric"]] or "nan") for r in chosen])
+        finite = values[np.isfinite(values)]
+        assert entry["n"] == len(finite) and entry["n_nan"] == len(values) - len(finite)
+        if len(finite):
+            np.testing.assert_allclose(entry["mean"], finite.mean(), rtol=1e-9)
+            assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"] or len(finite) < 2
+    assert {"f1_instance", "pq"} <= set(rows[0])  # the synthetic cells have instance labels

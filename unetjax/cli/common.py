@@ -25,7 +25,7 @@ from unetjax.inference import TileOptions
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 VERBOSE_ENV = "UNETJAX_VERBOSE"
 # Errors a user causes: bad values (DataError is a ValueError), missing or unwritable files.
-USER_ERRORS = (ValueError, OSError, KeyError)
+USER_ERRORS = (ValueError, OSError)
 QUIET_LOGGERS = ("absl", "jax._src", "orbax", "tensorflow_datasets", "grain", "etils")
 
 

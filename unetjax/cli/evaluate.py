@@ -7,14 +7,17 @@ For each depth L = 1..D and each mode, reports IoU, Dice and pixel accuracy (mea
 images), the parameter count of the pruned network and its latency per image (batch 1, median of
 --repeats timed calls after compilation). `--sweep` tries thresholds 0.05..0.95 on the validation
 split, picks the best by IoU per depth and mode, and reports the evaluated split at it too.
-Writes <output>/evaluation.json, evaluation.md and pruning.png (IoU against latency).
+Writes into <output>: per_case.csv (one row per case x depth x mode x class, every metric:
+Dice, IoU, precision, recall, HD95, ASSD, NSD; object F1 and PQ where the data has instances),
+summary.json (mean, sd, median, n and a 95% bootstrap CI per metric, setting and class),
+evaluation.json, evaluation.md, and figures as PNG and SVG: pruning (Dice against latency, CI
+error bars) and per_case (the distribution per setting).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import sys
@@ -25,8 +28,8 @@ import jax
 import numpy as np
 
 from unetjax import data, inference, rundir
-from unetjax.cli import common, plot
-from unetjax.evaluation import tables
+from unetjax.cli import common
+from unetjax.evaluation import reports, scoring
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
@@ -54,6 +57,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     parser.add_argument("--repeats", type=int, default=10, help="timed calls for the latency")
     parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
+    parser.add_argument(
+        "--nsd-tolerance",
+        type=float,
+        default=1.0,
+        help="normalised surface Dice tolerance: mm with voxel spacing, else pixels",
+    )
     parser.add_argument("--output", default=None, help="default: <model>/eval_<split>")
     common.add_verbose_flag(parser)
     return parser.parse_args(argv)
@@ -82,18 +91,22 @@ def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], 
     return predict
 
 
-def split_counts(predict, dataset: data.Dataset, split: str, counts_fn, batch_size: int) -> tuple:
-    """Counts (N, T, K, 4) over the split's valid images, and the first image (for timing)."""
-    gathered, first = [], None
+def split_pass(predict, dataset: data.Dataset, split: str, counts_fn, batch_size: int, score=None):
+    """Counts (N, T, K, 4) over the split's valid images, the first image (for timing), and,
+    with `score(probabilities, batch, case_ids)`, the per-case rows it returns."""
+    gathered, first, rows, seen = [], None, [], 0
     for batch in data.eval_batches(dataset, split, batch_size=batch_size):
         probabilities = predict(batch["image"])
         counts = np.asarray(counts_fn(probabilities, batch["mask"]))
         gathered.append(counts[batch["valid"]])
+        if score is not None:
+            rows += score(np.asarray(probabilities), batch, scoring.case_ids(batch, split, seen))
+        seen += int(batch["valid"].sum())
         if first is None:
             first = batch["image"][:1]
-    if first is None or not sum(len(c) for c in gathered):
+    if first is None or not seen:
         raise ValueError(f"split {split!r} has no images")
-    return np.concatenate(gathered), first
+    return np.concatenate(gathered), first, rows
 
 
 def latency_ms(predict, image: np.ndarray, repeats: int) -> float:
@@ -113,6 +126,13 @@ def _scores(counts: np.ndarray, output_activation: str) -> dict[str, float]:
         key: float(summary[key])
         for key in ("iou", "iou_std", "dice", "dice_std", "accuracy", "accuracy_std")
     }
+
+
+def scored_text(data_config, tile: int) -> str:
+    """What each case's metrics were computed on, for every table and figure."""
+    if data_config.get("eval_patch_size"):
+        return f"centre crops of {tuple(data_config.eval_patch_size)}"
+    return "full images" + (f", overlap-tiled with {tile}-pixel tiles" if tile else "")
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -143,13 +163,30 @@ def evaluate(args: argparse.Namespace) -> dict:
     )
     counts_fn = _counts_fn(output_activation, thresholds if sigmoid else [threshold])
     tile = common.tile_options(args.tile, batch_size=args.batch_size)
-    rows = []
+    rows, case_rows = [], []
     for depth, mode in wanted:
         predictor = inference.load_predictor(
             args.model, depth=depth, mode=mode, step=args.step, dtype=args.dtype
         )
         predict = _predict_fn(predictor, tile)
-        counts, first = split_counts(predict, dataset, args.split, counts_fn, args.batch_size)
+        score = functools.partial(
+            scoring.batch_rows,
+            split=args.split,
+            depth=depth,
+            mode=mode,
+            output_activation=output_activation,
+            threshold=threshold,
+            nsd_tolerance=args.nsd_tolerance,
+        )
+        counts, first, setting_cases = split_pass(
+            predict,
+            dataset,
+            args.split,
+            counts_fn,
+            args.batch_size,
+            lambda p, b, ids, score=score: score(p, b, case_ids=ids),
+        )
+        case_rows += setting_cases
         row = {
             "depth": depth,
             "mode": mode,
@@ -162,7 +199,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         if len(thresholds) > 1:
             validation = counts
             if args.split != "validation":
-                validation, _ = split_counts(
+                validation, _, _ = split_pass(
                     predict, dataset, "validation", counts_fn, args.batch_size
                 )
             sweep_iou = [
@@ -195,9 +232,11 @@ def evaluate(args: argparse.Namespace) -> dict:
         "dtype": predictor.spec.dtype.__name__ if predictor.spec.dtype else "float32",
         "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
         "tile": args.tile or None,
+        "scored": scored_text(config.data, args.tile),
         "latency": f"batch 1, median of {args.repeats} calls after compilation, host transfer "
         "included",
         "results": rows,
+        "case_rows": case_rows,
     }
 
 
@@ -206,19 +245,10 @@ def main(argv: list[str]) -> int:
     common.configure_logging()
     report = evaluate(args)
     output = args.output or os.path.join(args.model, f"eval_{args.split}")
-    os.makedirs(output, exist_ok=True)
-    with open(os.path.join(output, "evaluation.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    table = tables.evaluation_table(report)
-    with open(os.path.join(output, "evaluation.md"), "w") as f:
-        f.write(table)
-    plot.pruning_plot(
-        report["results"],
-        os.path.join(output, "pruning.png"),
-        title=f"{report['architecture']} pruned to depth L: {report['split']} IoU vs latency",
-    )
-    print(table)
-    print(f"evaluate: wrote evaluation.json, evaluation.md and pruning.png to {output}")
+    written = reports.write(report, output)
+    with open(os.path.join(output, reports.TABLE_FILE)) as f:
+        print(f.read())
+    print(f"evaluate: wrote {', '.join(written)} to {output}")
     return common.EXIT_OK
 
 

@@ -175,7 +175,9 @@ def main(argv: list[str]) -> int:
             image, note = match_channels(image, spec.in_channels)
             if note and note not in notes:
                 notes.add(note)
-                progress.write(f"predict: {note} for the {spec.in_channels}-channel model")
+                progress.write(
+                    f"predict: {note} for the {spec.in_channels}-channel model", file=sys.stderr
+                )
             predictor.check_image(image, str(path))
             probabilities = predictor.predict(image, tile=tile, tta=args.tta, bucket=True)
             labels = predictor.postprocess(

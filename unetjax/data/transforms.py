@@ -196,6 +196,9 @@ class TrainTransform(grain.transforms.RandomMap, _Output):
         return self.finish(intensity_transform(image, self.options, rng), labels, self.multilabel)
 
 
+EVAL_PASSTHROUGH = ("spacing", "id")
+
+
 class EvalTransform(grain.transforms.Map, _Output):
     """The full image, or its centre crop of `eval_patch_size`; no randomness."""
 
@@ -207,7 +210,18 @@ class EvalTransform(grain.transforms.Map, _Output):
 
     def map(self, element: dict) -> dict:
         image, labels = element["image"], self.stack_labels(element)
+        instances = element.get("instances")
         if self.patch is not None:
             origin = [(s - p) // 2 for s, p in zip(image.shape[:-1], self.patch, strict=True)]
             image, labels = crop(image, origin, self.patch), crop(labels, origin, self.patch)
-        return self.finish(image, labels, self.multilabel)
+            if instances is not None:
+                instances = crop(instances[..., None], origin, self.patch)[..., 0]
+        out = self.finish(image, labels, self.multilabel)
+        # What evaluation scores besides the mask: instance labels (object metrics), the voxel
+        # spacing (distances in mm) and the case id (per-case rows).
+        if instances is not None:
+            out["instances"] = np.asarray(instances, np.int32)
+        for key in EVAL_PASSTHROUGH:
+            if key in element:
+                out[key] = np.asarray(element[key])
+        return out

@@ -54,4 +54,34 @@ def evaluation_table(report: Mapping) -> str:
                 f"{s['validation_iou']:.4f} | {s['split_scores']['iou']:.4f} | "
                 f"{s['split_scores']['dice']:.4f} |"
             )
+    if report.get("summary"):
+        lines += ["", *per_case_table(report["summary"], report["headline_class"])]
     return "\n".join(lines) + "\n"
+
+
+def per_case_table(summaries: Sequence[Mapping], class_name: str) -> list[str]:
+    """Mean [95% bootstrap CI] of every metric per setting, for one class (or the class mean)."""
+    chosen = [s for s in summaries if s["class"] == class_name]
+    metrics = list(dict.fromkeys(s["metric"] for s in chosen))
+    settings = list(dict.fromkeys((s["depth"], s["mode"]) for s in chosen))
+    by_key = {(s["depth"], s["mode"], s["metric"]): s for s in chosen}
+    label = "the mean over classes" if class_name == "mean" else f"class {class_name}"
+    lines = [
+        f"Per-case metrics, {label}: mean [95% bootstrap CI] over the cases where the metric is "
+        "defined (n_nan: cases left out, e.g. distances when both masks are empty); distances in "
+        "pixels, or mm for volumes with spacing.",
+        "",
+        "| depth | mode | " + " | ".join(metrics) + " | n | n_nan (hd95) |",
+        "| --- | --- | " + " | ".join("---" for _ in metrics) + " | ---: | ---: |",
+    ]
+    for depth, mode in settings:
+        cells = []
+        for metric in metrics:
+            s = by_key[depth, mode, metric]
+            cells.append(f"{s['mean']:.4f} [{s['ci_low']:.4f}, {s['ci_high']:.4f}]")
+        first = by_key[depth, mode, metrics[0]]
+        nan_hd95 = by_key.get((depth, mode, "hd95"), {}).get("n_nan", 0)
+        lines.append(
+            f"| L{depth} | {mode} | " + " | ".join(cells) + f" | {first['n']} | {nan_hd95} |"
+        )
+    return lines
