@@ -148,12 +148,18 @@ def write_state_dict(state_dict, path) -> str:
 
 
 @functools.cache
-def ours(name: str):
-    """Our full encoder and a jitted forward of (state, x); compiled once per architecture."""
-    model = encoders.create_encoder(name, rngs=nnx.Rngs(0))
-    graphdef, _ = nnx.split(model)
-    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, train=False))
-    return model, forward
+def forward(name: str):
+    """A jitted forward of (state, x) for encoder `name`, compiled once per architecture.
+
+    Tests build each model shape-only and fill it from a file, so a load that did nothing would
+    leave no numbers to compare; models of one architecture share this compiled function.
+    """
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: encoders.create_encoder(name, rngs=nnx.Rngs(0))))
+    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, train=False))
+
+
+def shape_only(constructor, **options) -> nnx.Module:
+    return nnx.eval_shape(lambda: constructor(rngs=nnx.Rngs(0), **options))
 
 
 def numpy_state_dict(name: str) -> dict[str, np.ndarray]:
@@ -195,9 +201,9 @@ def test_feature_maps_equal_the_source_library_at_every_stride_after_loading_its
     name, suffix, tmp_path
 ):
     path = write_state_dict(reference(name).state_dict(), tmp_path / f"{name}{suffix}")
-    model, forward = ours(name)
+    model = shape_only(encoders.encoder_info(name).constructor)
     weights.load_weights(model, path)
-    features = forward(nnx.state(model), random_image())
+    features = forward(name)(nnx.state(model), random_image())
     expected = features_from_file(name, path)
     assert len(features) == len(expected) == len(model.reductions)
     for feature, want, reduction, channels in zip(
@@ -227,7 +233,7 @@ def test_first_conv_adaptation_equals_smp_patch_first_conv(in_channels, caplog):
     patched = torchvision.models.resnet18(weights=None).eval()
     patched.load_state_dict(source.state_dict())
     smp_utils.patch_first_conv(patched, new_in_channels=in_channels, pretrained=True)
-    stem = encoders.ResNet18(in_channels=in_channels, num_features=1, rngs=nnx.Rngs(0))
+    stem = shape_only(encoders.ResNet18, in_channels=in_channels, num_features=1)
     with caplog.at_level("INFO", logger=weights.__name__):
         weights.load_weights(stem, numpy_state_dict("resnet18"))
     assert f"for {in_channels} input channels" in caplog.text
@@ -239,8 +245,7 @@ def test_first_conv_adaptation_equals_smp_patch_first_conv(in_channels, caplog):
 
 
 def test_an_encoder_with_fewer_stages_skips_the_rest_of_the_file_and_equals_the_first_maps():
-    model = encoders.ResNet18(num_features=2, rngs=nnx.Rngs(0))
-    weights.load_weights(model, numpy_state_dict("resnet18"))
+    model = encoders.load_encoder("resnet18", numpy_state_dict("resnet18"), num_features=2)
     stages = timm_features("resnet18")
     shallow = [stages.conv1, stages.bn1, stages.layer1]
     assert count(jax.tree.leaves(nnx.state(model, nnx.Param))) == count(
@@ -253,8 +258,9 @@ def test_an_encoder_with_fewer_stages_skips_the_rest_of_the_file_and_equals_the_
 
 
 def test_frozen_batch_norm_trains_with_the_running_statistics_and_keeps_them():
-    model = encoders.ResNet18(num_features=2, freeze_bn=True, rngs=nnx.Rngs(0))
-    weights.load_weights(model, numpy_state_dict("resnet18"))
+    model = encoders.load_encoder(
+        "resnet18", numpy_state_dict("resnet18"), num_features=2, freeze_bn=True
+    )
     statistics = arrays(model, nnx.BatchStat)
     features = model(random_image(), train=True)
     for feature, want in zip(features, resnet18_features()[:2], strict=True):
@@ -269,8 +275,7 @@ def test_frozen_batch_norm_trains_with_the_running_statistics_and_keeps_them():
 
 
 def test_in_training_mode_batch_norm_normalises_with_the_batch_and_moves_like_torch():
-    model = encoders.ResNet50(num_features=2, rngs=nnx.Rngs(0))
-    weights.load_weights(model, numpy_state_dict("resnet50"))
+    model = encoders.load_encoder("resnet50", numpy_state_dict("resnet50"), num_features=2)
     torch_model = copy.deepcopy(reference("resnet50")).train()
     x = random_image((2, 32, 32, 3))
     with torch.no_grad():
@@ -317,7 +322,7 @@ def _unexpected_prefix(state_dict):
     "break_it", [_wrong_shape, _wrong_rank, _missing, _unexpected_block, _unexpected_prefix]
 )
 def test_a_bad_key_is_a_one_line_error_naming_it_and_the_model_stays_unchanged(break_it):
-    model, _ = ours("resnet18")
+    model = encoders.load_encoder("resnet18", numpy_state_dict("resnet18"))
     before = arrays(model)
     state_dict = numpy_state_dict("resnet18")
     pattern = break_it(state_dict)
@@ -331,7 +336,7 @@ def test_the_classifier_head_is_ignored_but_a_stray_head_key_is_not():
     state_dict = numpy_state_dict("resnet18")
     assert {"fc.weight", "fc.bias"} <= set(state_dict)  # a user's file has the head
     state_dict["head.fc.weight"] = state_dict["fc.weight"]  # ConvNeXt's head, not ResNet's
-    stem = encoders.ResNet18(num_features=1, rngs=nnx.Rngs(0))
+    stem = shape_only(encoders.ResNet18, num_features=1)
     with pytest.raises(ValueError, match=r"unexpected key 'head\.fc\.weight'"):
         weights.load_weights(stem, state_dict)
 
@@ -341,8 +346,7 @@ def test_a_pth_checkpoint_dict_is_unwrapped_and_a_prefix_stripped(tmp_path):
     state_dict["decoder.blocks.0.weight"] = torch.zeros(3)
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": state_dict, "epoch": 7}, path)
-    stem = encoders.ResNet18(num_features=1, rngs=nnx.Rngs(0))
-    weights.load_weights(stem, path, prefix="encoder.")
+    stem = encoders.load_encoder("resnet18", path, prefix="encoder.", num_features=1)
     np.testing.assert_allclose(
         np.asarray(stem(random_image())[0]), resnet18_features()[0], atol=TOLERANCE
     )
@@ -362,7 +366,7 @@ def test_an_unreadable_weights_file_is_a_one_line_error_naming_it(tmp_path, file
 
 
 def test_an_input_with_the_wrong_channel_count_names_the_layout():
-    stem = encoders.ResNetTiny(in_channels=1, num_features=1, rngs=nnx.Rngs(0))
+    stem = shape_only(encoders.ResNetTiny, in_channels=1, num_features=1)
     with pytest.raises(
         ValueError, match=r"has 3 channels; the encoder expects 1 \(channels last\)"
     ):

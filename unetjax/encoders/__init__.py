@@ -10,7 +10,8 @@ returns a list of feature maps, shallow to deep, and has `channels` and `reducti
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flax import nnx
@@ -88,6 +89,19 @@ def create_encoder(name: str, *, rngs: nnx.Rngs, **options: Any) -> nnx.Module:
     return encoder_info(name).constructor(rngs=rngs, **options)
 
 
+def load_encoder(
+    name: str, weights: str | os.PathLike | Mapping[str, Any], *, prefix: str = "", **options: Any
+) -> nnx.Module:
+    """Encoder `name` holding the weights of a timm / torchvision state_dict (file or dict).
+
+    The module is built shape-only and then filled, so no random initialisation is spent on
+    weights the file replaces. Options go to the constructor, `prefix` to `load_weights`.
+    """
+    encoder = nnx.eval_shape(lambda: create_encoder(name, rngs=nnx.Rngs(0), **options))
+    load_weights(encoder, weights, prefix=prefix)
+    return encoder
+
+
 __all__ = [
     "ENCODERS",
     "IMAGENET_MEAN",
@@ -102,6 +116,7 @@ __all__ = [
     "ResNetTiny",
     "create_encoder",
     "encoder_info",
+    "load_encoder",
     "load_weights",
     "read_state_dict",
 ]

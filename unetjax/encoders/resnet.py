@@ -124,6 +124,8 @@ class ResNet(nnx.Module):
       reductions: stride of each feature map relative to the input: (2, 4, 8, 16, 32)[:n].
       in_channels: channels of the input image.
       num_features: how many feature maps (stages) are built, 1..5.
+      width: channels of the stem and of `layer1`'s blocks (64 in torchvision), doubling per
+        stage; only `ResNetTiny` changes it.
       freeze_bn: when True, batch norm normalises with its running statistics and leaves them
         unchanged even with `train=True` (fine-tuning a pretrained encoder on small batches);
         the scales and shifts stay trainable. It can be flipped after construction.
@@ -149,6 +151,7 @@ class ResNet(nnx.Module):
         layer = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.in_channels = in_channels
         self.num_features = num_features
+        self.width = width
         self.freeze_bn = freeze_bn
         self.conv1 = _conv(in_channels, width, 7, stride=2, **layer)
         self.bn1 = _batch_norm(width, **layer)
