@@ -59,7 +59,9 @@ def test_binary_png_round_trip_and_fraction_splits(tmp_path):
     examples = all_examples(config, info)
     assert sorted(examples) == sorted(images)
     for stem, example in examples.items():
-        np.testing.assert_allclose(example["image"][..., 0], images[stem] / 255.0, atol=1e-6)
+        # Stored as the files hold them: uint8 stays uint8 (the pipeline makes floats).
+        assert example["image"].dtype == np.uint8
+        np.testing.assert_array_equal(example["image"][..., 0], images[stem])
         np.testing.assert_array_equal(example["mask"], masks[stem] // 255)
 
 
@@ -129,7 +131,7 @@ def test_3d_volumes_from_npy_and_multipage_tiff(tmp_path):
     info = data.prepare(config).info
     assert info.spatial_dims == 3 and info.split_sizes == {"train": 3}
     for stem, example in by_id(config, "train").items():
-        np.testing.assert_allclose(example["image"][..., 0], volumes[stem] / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(example["image"][..., 0], volumes[stem])
         np.testing.assert_array_equal(example["mask"], volumes[stem] > 128)
     batch = next(data.train_iterator(data.prepare(config), batch_size=2, seed=0))
     assert batch["image"].shape == (2, 4, 8, 8, 1) and batch["mask"].shape == (2, 4, 8, 8)
@@ -191,10 +193,8 @@ def test_shared_isbi2012_through_image_folder_and_its_builder(tmp_path):
     stem, first = sorted(example.items())[0]
     raw_mask = np.asarray(Image.open(root / "masks" / f"{stem}.png"))
     np.testing.assert_array_equal(first["mask"], raw_mask == 255)
-    np.testing.assert_allclose(
-        first["image"][..., 0],
-        np.asarray(Image.open(root / "images" / f"{stem}.png")) / 255.0,
-        atol=1e-6,
+    np.testing.assert_array_equal(
+        first["image"][..., 0], np.asarray(Image.open(root / "images" / f"{stem}.png"))
     )
     membrane = folder_config(tmp_path, root, name="isbi2012_em", patch_size=(96, 96))
     data.prepare(membrane)

@@ -9,9 +9,11 @@ import shutil
 import tempfile
 
 import ml_collections
+import numpy as np
 import tensorflow_datasets as tfds
 
-from unetjax.data import builders, catalog, examples, folder, validation
+from unetjax.data import builders, catalog, examples, folder, summary, validation
+from unetjax.data import config as config_lib
 from unetjax.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,9 @@ class DatasetInfo:
       num_classes: model output channels: 1 for binary, K for multiclass / multilabel.
       split_sizes: examples per split ("train", "validation", "test" where present).
       class_names: per-class mask folders of multi-label data, else None.
+      uniform_size: per split, whether all its images have one size (False where unknown):
+        `eval_batches` needs it (or data.eval_patch_size), `eval_examples` does not.
+      ignore_index: the multiclass mask value excluded from loss and metrics, or None.
     """
 
     name: str
@@ -43,6 +48,8 @@ class DatasetInfo:
     spatial_dims: int
     split_sizes: dict[str, int]
     class_names: tuple[str, ...] | None = None
+    uniform_size: dict[str, bool] = dataclasses.field(default_factory=dict)
+    ignore_index: int | None = None
 
 
 SPLIT_KEYS = {"train": "train_split", "validation": "val_split", "test": "test_split"}
@@ -59,12 +66,29 @@ class Dataset:
       info: what the model and the training loop need to know.
       config: the `config.data` section it was prepared from (the pipelines read its options).
       reader: a read-only TFDS builder over the array_record files.
+      summary: the JSON-able dataset summary (`summary.build`): samples and image sizes per
+        split, channels, dtype, classes with pixel fractions, foreground fraction, declared
+        and inferred task, resize, and "normalization" ({"kind", "mean", "std"}: what
+        `normalization.normalize(image, kind, stats)` takes as kind and stats).
+      split_stems: {"train": [...], "validation": [...], "test": [...]} file stems per split
+        for the folder datasets, None for synthetic and catalog datasets.
     """
 
     info: DatasetInfo
     config: ml_collections.ConfigDict
     reader: tfds.core.DatasetBuilder
+    summary: dict = dataclasses.field(default_factory=dict)
+    split_stems: dict[str, list[str]] | None = None
     _sources: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def summary_text(self) -> str:
+        """The summary as the short block `prepare` logs."""
+        return summary.text(self.summary)
+
+    @property
+    def normalization(self) -> dict:
+        """{"kind", "mean", "std"}: the normalisation the pipelines apply (see `summary`)."""
+        return self.summary["normalization"]
 
     def split_name(self, split: str) -> str:
         """Our split names ("train", "validation", "test") as the dataset spells them."""
@@ -90,14 +114,20 @@ def data_dir(data_config: ml_collections.ConfigDict) -> str:
 
 def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
     """Builds the dataset if needed and opens it; raises DataError for bad input before
-    training starts."""
-    _check_config(data_config)
+    training starts. Logs the dataset summary."""
+    config_lib.check(data_config)
     if data_config.name not in BUILDERS:
         reader = catalog.builder(data_config, data_dir(data_config))
         info = _catalog_info(data_config, reader)
+        feature = reader.info.features[data_config.image_key]
+        dtype = str(np.dtype(feature.np_dtype))
+        dataset_summary = summary.catalog_summary(info, data_config, dtype)
+        split_stems = None
     else:
         reader = _build_or_load(data_config)
-        metadata = reader.info.metadata
+        metadata = dict(reader.info.metadata)
+        split_sizes = {name: split.num_examples for name, split in reader.info.splits.items()}
+        sizes = metadata["statistics"]["sizes"]
         info = DatasetInfo(
             name=data_config.name,
             task=metadata["task"],
@@ -105,25 +135,43 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
             in_channels=metadata["in_channels"],
             output_activation=ACTIVATIONS[metadata["task"]],
             spatial_dims=len(reader.info.features["instances"].shape),
-            split_sizes={name: split.num_examples for name, split in reader.info.splits.items()},
+            split_sizes=split_sizes,
             class_names=tuple(metadata["class_names"]) if metadata["class_names"] else None,
+            uniform_size={split: sizes[split]["uniform"] for split in split_sizes},
+            ignore_index=metadata.get("ignore_index"),
         )
         validation.check_patch_fits(metadata["min_shape"], data_config.patch_size, data_config.name)
+        dataset_summary = summary.build(
+            metadata,
+            name=f"{data_config.name} ({reader.builder_config.name})",
+            data_config=data_config,
+            split_sizes=split_sizes,
+        )
+        _check_unit_range(dataset_summary, data_config)
+        split_stems = metadata.get("split_stems")
     _check_against_config(info, data_config)
-    return Dataset(info=info, config=data_config, reader=reader)
+    dataset = Dataset(
+        info=info,
+        config=data_config,
+        reader=reader,
+        summary=dataset_summary,
+        split_stems=split_stems,
+    )
+    logger.info("%s", dataset.summary_text())
+    return dataset
 
 
-def _check_config(data_config: ml_collections.ConfigDict) -> None:
-    dims = data_config.spatial_dims
-    for field in ("patch_size", "eval_patch_size"):
-        size = data_config[field]
-        if size is not None and (len(size) != dims or min(size) < 1):
-            raise DataError(f"data.{field}={size}; expected {dims} positive sizes (spatial_dims)")
-    for field in data_config:
-        if field.endswith("_prob") and not 0 <= data_config[field] <= 1:
-            raise DataError(f"data.{field}={data_config[field]}; expected a probability in [0, 1]")
-    if data_config.task not in (None, *validation.TASKS):
-        raise DataError(f"data.task={data_config.task!r}; expected one of {validation.TASKS}")
+def _check_unit_range(dataset_summary: dict, data_config: ml_collections.ConfigDict) -> None:
+    """Float images are used as they are under "unit": they must be in [0, 1]."""
+    if data_config.normalize != "unit" or dataset_summary["dtype"] != "float32":
+        return
+    low, high = min(dataset_summary["intensity_min"]), max(dataset_summary["intensity_max"])
+    if low < 0 or high > 1:
+        raise DataError(
+            f"{dataset_summary['name']}: float images with values {low:g}..{high:g}; "
+            "data.normalize='unit' expects float images in [0, 1]; set "
+            "data.normalize='zscore_image' or 'zscore_dataset'"
+        )
 
 
 def _check_against_config(info: DatasetInfo, data_config: ml_collections.ConfigDict) -> None:
@@ -140,14 +188,18 @@ def _catalog_info(data_config, reader) -> DatasetInfo:
         raise DataError(
             f"{data_config.name}: set data.task and data.num_classes for a catalog dataset"
         )
+    shape = tuple(reader.info.features[data_config.image_key].shape)
+    split_sizes = {name: split.num_examples for name, split in reader.info.splits.items()}
     return DatasetInfo(
         name=data_config.name,
         task=data_config.task,
         num_classes=data_config.num_classes,
         in_channels=catalog.in_channels(reader, data_config.image_key),
         output_activation=ACTIVATIONS[data_config.task],
-        spatial_dims=len(reader.info.features[data_config.image_key].shape) - 1,
-        split_sizes={name: split.num_examples for name, split in reader.info.splits.items()},
+        spatial_dims=len(shape) - 1,
+        split_sizes=split_sizes,
+        uniform_size={split: None not in shape for split in split_sizes},
+        ignore_index=data_config.ignore_index,
     )
 
 
@@ -223,6 +275,9 @@ def _builder_config(data_config: ml_collections.ConfigDict):
             "isbi_foreground",
             "task",
             "num_classes",
+            "mask_threshold",
+            "ignore_index",
+            "resize",
         )
     }
     files = sorted(
@@ -251,7 +306,7 @@ def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.Folde
         seed=data_config.dataset_seed,
         stem_lists=stem_lists,
     )
-    summary = validation.validate(
+    checked = validation.validate(
         splits,
         spec=spec,
         declared_task=data_config.task,
@@ -263,10 +318,13 @@ def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.Folde
         name=name,
         version=builders.VERSION,
         splits=splits,
-        spec=dataclasses.replace(spec, task=summary.task, num_classes=summary.num_classes),
-        in_channels=summary.in_channels,
-        min_shape=summary.min_shape,
+        spec=dataclasses.replace(spec, task=checked.task, num_classes=checked.num_classes),
+        in_channels=checked.in_channels,
+        image_dtype=checked.image_dtype,
+        min_shape=checked.min_shape,
+        source_sizes=checked.source_sizes,
         class_names=class_names,
+        task_rule=checked.task_rule,
     )
 
 
@@ -281,6 +339,9 @@ def _find_samples(data_config, root: pathlib.Path):
             task=task,
             num_classes=num_classes,
             isbi_foreground=data_config.isbi_foreground,
+            mask_threshold=data_config.mask_threshold,
+            ignore_index=data_config.ignore_index,
+            resize=tuple(data_config.resize) if data_config.resize is not None else None,
         )
 
     if data_config.name == "isbi2012_em":
