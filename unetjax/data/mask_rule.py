@@ -40,15 +40,18 @@ def describe_values(values: np.ndarray) -> str:
     """A short summary of sorted unique integers: "{0, 7, 255}" or "0..8 and 247..255
     (17 values)"."""
     values = np.asarray(values).astype(np.int64)
-    if len(values) <= 5:
+    if len(values) <= 8:
         return "{" + ", ".join(str(v) for v in values) + "}"
     breaks = np.flatnonzero(np.diff(values) != 1) + 1
     runs = [
         f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]) for run in np.split(values, breaks)
     ]
     if len(runs) > 3:
-        runs = [runs[0], runs[1], f"... {len(runs) - 3} more runs ...", runs[-1]]
-    shown = runs[0] if len(runs) == 1 else f"{', '.join(runs[:-1])} and {runs[-1]}"
+        shown = f"{runs[0]}, {runs[1]}, ..., {runs[-1]}"
+    elif len(runs) == 1:
+        shown = runs[0]
+    else:
+        shown = f"{', '.join(runs[:-1])} and {runs[-1]}"
     return f"{shown} ({len(values)} values)"
 
 
@@ -83,7 +86,7 @@ def decide(
     """
     if threshold is not None:
         return Decision(
-            "binary", 1, f"mask_threshold={threshold} (foreground: value > {threshold})"
+            "binary", 1, f"mask_threshold={threshold}, foreground = value > {threshold}"
         )
     if ignore_index is not None:
         values_by_file = {p: v[v != ignore_index] for p, v in values_by_file.items()}
@@ -123,10 +126,10 @@ def decide(
             )
         count = sum(not (is_binary(v) or fits(v)) for v in values_by_file.values())
         raise DataError(
-            f"{path}: mask values {describe_values(values)} ({count} of {len(values_by_file)} "
-            f"mask files alike) are neither binary ({{0, 1}} or {{0, 255}}) nor class indices "
-            f"(0..K-1, K <= {MAX_INFERRED_CLASSES}); {THRESHOLD_FIX}, or data.num_classes "
-            "(and data.ignore_index) for class-index maps"
+            f"{path}: mask values {describe_values(values)} are neither binary ({{0, 1}} or "
+            f"{{0, 255}}) nor class indices (0..K-1, K <= {MAX_INFERRED_CLASSES}), as in "
+            f"{count} of {len(values_by_file)} mask files; {THRESHOLD_FIX}, or "
+            "data.num_classes (and data.ignore_index) for class-index maps"
         )
     lossy = [p for p in values_by_file if p.lower().endswith(LOSSY_SUFFIXES)]
     if lossy:

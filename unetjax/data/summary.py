@@ -12,6 +12,8 @@ import numpy as np
 
 from unetjax.data import normalization, resize
 
+MAX_CLASSES_SHOWN = 8
+
 
 def size_stats(shapes: Sequence[Sequence[int]]) -> dict:
     """Per-axis min / median / max of spatial shapes, and whether they are all the same."""
@@ -183,10 +185,11 @@ def _numbers(values) -> str:
 def text(summary: dict) -> str:
     """The summary as a short block of aligned lines."""
     declared = summary["declared_task"] or "none"
+    channels = summary["num_classes"]
     lines = [
         f"dataset {summary['name']}",
-        f"  task        {summary['task']}, {summary['num_classes']} output channel(s) "
-        f"({summary['task_rule']}; declared task: {declared})",
+        f"  task        {summary['task']}, {channels} output channel{'s' * (channels > 1)} "
+        f"(rule: {summary['task_rule']}; declared task: {declared})",
         "  samples     "
         + ", ".join(f"{split} {entry['samples']}" for split, entry in summary["splits"].items()),
     ]
@@ -198,21 +201,24 @@ def text(summary: dict) -> str:
         train = summary["splits"]["train"]
         origin = f" (files: {_sizes(train, 'source_size_')})" if "source_size_min" in train else ""
         lines.append(f"  resized     {resize.describe(summary['resize'])}{origin}")
-    norm = summary["normalization"]
-    stats = "" if norm["mean"] is None else f"; train mean {_numbers(norm['mean'])}"
-    stats += "" if norm["std"] is None else f", sd {_numbers(norm['std'])}"
     intensity = ""
     if summary.get("intensity_min") is not None:
-        intensity = f", values {_numbers(summary['intensity_min'])} .. "
-        intensity += _numbers(summary["intensity_max"])
-    lines.append(
-        f"  channels    {summary['channels']} x {summary['dtype']}{intensity}; "
-        f"normalize {norm['kind']}{stats}"
-    )
+        ranges = zip(summary["intensity_min"], summary["intensity_max"], strict=True)
+        intensity = ", values " + ", ".join(f"{low:g}..{high:g}" for low, high in ranges)
+    lines.append(f"  channels    {summary['channels']} x {summary['dtype']}{intensity}")
+    norm = summary["normalization"]
+    stats = ""
+    if norm["mean"] is not None:
+        stats = f" (train mean {_numbers(norm['mean'])}, sd {_numbers(norm['std'])})"
+    lines.append(f"  normalize   {norm['kind']}{stats}")
     if summary["classes"] is not None:
-        classes = ", ".join(f"{c['name']} {c['pixel_fraction']:.3f}" for c in summary["classes"])
-        extra = f"; foreground {summary['foreground_fraction']:.3f}"
+        shown = summary["classes"][:MAX_CLASSES_SHOWN]
+        classes = ", ".join(f"{c['name']} {c['pixel_fraction']:.3f}" for c in shown)
+        if len(summary["classes"]) > len(shown):
+            classes += f", ... ({len(summary['classes'])} classes)"
+        if summary["task"] != "binary":
+            classes += f"; foreground {summary['foreground_fraction']:.3f}"
         if summary["ignore_index"] is not None:
-            extra += f"; ignored ({summary['ignore_index']}) {summary['ignored_fraction']:.3f}"
-        lines.append(f"  classes     {classes}{extra}")
+            classes += f"; ignored ({summary['ignore_index']}) {summary['ignored_fraction']:.3f}"
+        lines.append(f"  pixels      {classes}")
     return "\n".join(lines)

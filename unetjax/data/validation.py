@@ -109,7 +109,7 @@ def validate(
         for split, split_shapes in shapes.items()
     }
     check_patch_fits(min_shape, patch_size, str(pathlib.Path(splits["train"][0].image).parent))
-    logger.info(
+    logger.debug(
         "validated %s: %s, %d classes, %d channels", list(splits), task, num_classes, in_channels
     )
     return Summary(
