@@ -91,8 +91,12 @@ def test_per_class_masks_are_multilabel(tmp_path):
     config = folder_config(
         tmp_path, tmp_path / "src", mask_layout="per_class", val_fraction=0.0, test_fraction=0.0
     )
-    info = data.prepare(config).info
+    dataset = data.prepare(config)
+    info = dataset.info
     assert (info.task, info.num_classes, info.class_names) == ("multilabel", 2, ("cell", "edge"))
+    classes = dataset.summary["classes"]
+    assert [(c["name"], c["pixel_fraction"]) for c in classes] == [("cell", 0.5), ("edge", 0.5)]
+    assert dataset.summary["foreground_fraction"] == 0.75  # rows 0..11 of 16 carry a label
     assert info.output_activation == "sigmoid"
     np.testing.assert_array_equal(
         by_id(config, "train")["1"]["mask"], np.stack([first, second > 0], -1) > 0

@@ -166,9 +166,9 @@ def _check_unit_range(dataset_summary: dict, data_config: ml_collections.ConfigD
     low, high = min(dataset_summary["intensity_min"]), max(dataset_summary["intensity_max"])
     if low < 0 or high > 1:
         raise DataError(
-            f"{dataset_summary['name']}: float images with values {low:g}..{high:g}; "
-            "data.normalize='unit' expects float images in [0, 1]; set "
-            "data.normalize='zscore_image' or 'zscore_dataset'"
+            f"{dataset_summary['name']}: images with values {low:g}..{high:g} (stored as "
+            "float32); data.normalize='unit' expects uint8 or uint16 images, or floats in "
+            "[0, 1]; set data.normalize='zscore_image' or 'zscore_dataset'"
         )
 
 

@@ -125,7 +125,7 @@ def build(metadata: dict, *, name: str, data_config, split_sizes: dict[str, int]
         "task_rule": metadata.get("task_rule"),
         "mask_threshold": metadata.get("mask_threshold"),
         "ignore_index": metadata.get("ignore_index"),
-        "spatial_dims": len(metadata["min_shape"].get("train", [])) or data_config.spatial_dims,
+        "spatial_dims": len(metadata["min_shape"]["train"]),
         "channels": metadata["in_channels"],
         "dtype": metadata["image_dtype"],
         "intensity_min": statistics["intensity_min"],
@@ -193,8 +193,12 @@ def text(summary: dict) -> str:
         "  samples     "
         + ", ".join(f"{split} {entry['samples']}" for split, entry in summary["splits"].items()),
     ]
-    for index, (split, entry) in enumerate(summary["splits"].items()):
-        if "size_min" in entry:
+    sized = {split: entry for split, entry in summary["splits"].items() if "size_min" in entry}
+    shapes = {(tuple(e["size_min"]), tuple(e["size_max"])) for e in sized.values()}
+    if len(shapes) == 1 and all(e["size_uniform"] for e in sized.values()):
+        lines.append(f"  image size  {_sizes(next(iter(sized.values())))}, every split")
+    else:
+        for index, (split, entry) in enumerate(sized.items()):
             label = "  image size  " if index == 0 else "              "
             lines.append(f"{label}{split} {_sizes(entry)}")
     if summary["resize"] is not None:
