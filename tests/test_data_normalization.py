@@ -94,7 +94,9 @@ def test_float_images_outside_0_1_need_a_zscore_normalisation(tmp_path):
         np.save(root / "images" / f"{index}.npy", rng.normal(0, 500, shape).astype(np.float32))
         user_folders.save(root / "masks" / f"{index}.png", user_folders.blobs(rng, shape))
     config = user_folders.folder_config(tmp_path, root, val_fraction=0.0, test_fraction=0.0)
-    with pytest.raises(data.DataError, match=r"images with values .* \(stored as float32\).*zscore_image"):
+    with pytest.raises(
+        data.DataError, match=r"images with values .* \(stored as float32\).*zscore_image"
+    ):
         data.prepare(config)
     config.normalize = "zscore_image"
     example = next(data.eval_examples(data.prepare(config), "train"))
