@@ -28,7 +28,7 @@ def test_each_split_records_whether_its_sizes_vary(varied):
 def test_eval_batches_on_mixed_sizes_say_to_use_eval_examples(varied):
     dataset, _, _ = varied
     with pytest.raises(data.DataError, match=r"validation: images of different sizes") as error:
-        next(data.eval_batches(dataset, "validation", batch_size=2))
+        data.eval_batches(dataset, "validation", batch_size=2)  # at once, before any batch
     message = str(error.value)
     assert "eval_examples(dataset, 'validation')" in message and "eval_patch_size" in message
     assert "\n" not in message

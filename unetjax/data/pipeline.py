@@ -92,7 +92,8 @@ def eval_batches(
 
     Every process yields the same number of batches; padding samples (zeros) are marked
     `valid` False. Full images must share one size within the split for fixed shapes: for
-    images of different sizes use `eval_examples`.
+    images of different sizes (`dataset.info.uniform_size[split]` False) this raises at once,
+    naming `eval_examples`.
     """
     data_config, info = dataset.config, dataset.info
     if data_config.eval_patch_size is None and info.uniform_size.get(split) is False:
@@ -108,6 +109,13 @@ def eval_batches(
             f"{split!r}) (overlap-tile), or set data.eval_patch_size (centre crops) or "
             "data.resize"
         )
+    return _padded_batches(dataset, split, batch_size, process_index, process_count)
+
+
+def _padded_batches(
+    dataset: Dataset, split: str, batch_size: int, process_index: int, process_count: int
+) -> Iterator[dict]:
+    data_config, info = dataset.config, dataset.info
     records = _source(dataset, split)
     num_batches = math.ceil(math.ceil(len(records) / process_count) / batch_size)
     records = records.map(
