@@ -67,7 +67,7 @@ def test_mask_values_outside_the_declared_classes(tmp_path, source):
     prepare_fails(
         tmp_path,
         source,
-        r"masks/2\.png: mask value 7 outside .* 0\.\.2",
+        r"masks/2\.png: mask values \{7\} are outside the classes 0\.\.2",
         task="multiclass",
         num_classes=3,
     )
@@ -75,7 +75,12 @@ def test_mask_values_outside_the_declared_classes(tmp_path, source):
 
 def test_binary_mask_with_a_third_value(tmp_path, source):
     write_png(source / "masks/0.png", np.full((20, 20), 128, np.uint8))
-    prepare_fails(tmp_path, source, r"masks/0\.png: binary mask has values \{128\}", task="binary")
+    prepare_fails(
+        tmp_path,
+        source,
+        r"masks/0\.png: data.task=binary but its mask values are \{128\}.*mask_threshold=127",
+        task="binary",
+    )
 
 
 def test_empty_folder(tmp_path):

@@ -59,7 +59,9 @@ def test_binary_png_round_trip_and_fraction_splits(tmp_path):
     examples = all_examples(config, info)
     assert sorted(examples) == sorted(images)
     for stem, example in examples.items():
-        np.testing.assert_allclose(example["image"][..., 0], images[stem] / 255.0, atol=1e-6)
+        # Stored as the files hold them: uint8 stays uint8 (the pipeline makes floats).
+        assert example["image"].dtype == np.uint8
+        np.testing.assert_array_equal(example["image"][..., 0], images[stem])
         np.testing.assert_array_equal(example["mask"], masks[stem] // 255)
 
 
@@ -89,8 +91,12 @@ def test_per_class_masks_are_multilabel(tmp_path):
     config = folder_config(
         tmp_path, tmp_path / "src", mask_layout="per_class", val_fraction=0.0, test_fraction=0.0
     )
-    info = data.prepare(config).info
+    dataset = data.prepare(config)
+    info = dataset.info
     assert (info.task, info.num_classes, info.class_names) == ("multilabel", 2, ("cell", "edge"))
+    classes = dataset.summary["classes"]
+    assert [(c["name"], c["pixel_fraction"]) for c in classes] == [("cell", 0.5), ("edge", 0.5)]
+    assert dataset.summary["foreground_fraction"] == 0.75  # rows 0..11 of 16 carry a label
     assert info.output_activation == "sigmoid"
     np.testing.assert_array_equal(
         by_id(config, "train")["1"]["mask"], np.stack([first, second > 0], -1) > 0
@@ -129,7 +135,7 @@ def test_3d_volumes_from_npy_and_multipage_tiff(tmp_path):
     info = data.prepare(config).info
     assert info.spatial_dims == 3 and info.split_sizes == {"train": 3}
     for stem, example in by_id(config, "train").items():
-        np.testing.assert_allclose(example["image"][..., 0], volumes[stem] / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(example["image"][..., 0], volumes[stem])
         np.testing.assert_array_equal(example["mask"], volumes[stem] > 128)
     batch = next(data.train_iterator(data.prepare(config), batch_size=2, seed=0))
     assert batch["image"].shape == (2, 4, 8, 8, 1) and batch["mask"].shape == (2, 4, 8, 8)
@@ -191,10 +197,8 @@ def test_shared_isbi2012_through_image_folder_and_its_builder(tmp_path):
     stem, first = sorted(example.items())[0]
     raw_mask = np.asarray(Image.open(root / "masks" / f"{stem}.png"))
     np.testing.assert_array_equal(first["mask"], raw_mask == 255)
-    np.testing.assert_allclose(
-        first["image"][..., 0],
-        np.asarray(Image.open(root / "images" / f"{stem}.png")) / 255.0,
-        atol=1e-6,
+    np.testing.assert_array_equal(
+        first["image"][..., 0], np.asarray(Image.open(root / "images" / f"{stem}.png"))
     )
     membrane = folder_config(tmp_path, root, name="isbi2012_em", patch_size=(96, 96))
     data.prepare(membrane)

@@ -8,6 +8,10 @@ in float32. Masks follow the data pipeline:
 - softmax, K >= 2: int mask (B, *spatial) in 0..K-1 (a label outside that range one-hots to
   all zeros, which cannot be checked under jit).
 
+Ignored pixels (softmax only): with `ignore_index` (e.g. 255, a "void" label outside 0..K-1),
+pixels whose mask equals it count in neither term: the cross-entropy is the mean over the other
+pixels, and they add nothing to the Dice sums, as if the image were cropped to the rest.
+
 Per head the loss is `ce_weight * cross_entropy + (1 - soft_dice)`. `ce_weight` defaults to 0.5
 for sigmoid (the UNet++ paper, Eq. 1, and its Keras code) and 1 for softmax. An optional per-pixel
 `weight` (B, *spatial), e.g. the U-Net border weight map, multiplies the cross-entropy term only;
@@ -87,6 +91,25 @@ def targets_from_mask(
     )
 
 
+def ignored_pixels(
+    mask: jax.Array, ignore_index: int | None, *, output_activation: str
+) -> tuple[jax.Array, jax.Array | None]:
+    """(mask with ignored pixels set to class 0, valid (B, *spatial) bool or None).
+
+    The caller zeroes the targets where not valid; setting those labels to 0 first keeps the
+    one-hot defined whatever `ignore_index` is.
+    """
+    if ignore_index is None:
+        return mask, None
+    if output_activation != "softmax":
+        raise ValueError(
+            f"ignore_index={ignore_index} is for softmax (multi-class) masks; got "
+            f"output_activation={output_activation!r}"
+        )
+    valid = mask != ignore_index
+    return jnp.where(valid, mask, 0), valid
+
+
 def segmentation_loss(
     logits: jax.Array,
     mask: jax.Array,
@@ -96,6 +119,7 @@ def segmentation_loss(
     ce_weight: float | None = None,
     smooth: float = 1.0,
     dice_reduction: DiceReduction = "image",
+    ignore_index: int | None = None,
 ) -> jax.Array:
     """One head's loss, a float32 scalar: `ce_weight * cross_entropy + 1 - soft_dice`.
 
@@ -107,7 +131,9 @@ def segmentation_loss(
       ce_weight: weight of the cross-entropy; None means 0.5 for sigmoid (UNet++), 1 for softmax.
       smooth: Dice smoothing s, >= 0; s > 0 keeps empty masks finite.
       dice_reduction: "image" (per image and class, then averaged) or "batch" (pooled).
+      ignore_index: softmax mask value whose pixels are left out of both terms.
     """
+    mask, valid = ignored_pixels(mask, ignore_index, output_activation=output_activation)
     targets = targets_from_mask(mask, logits.shape, output_activation=output_activation)
     if dice_reduction not in DICE_REDUCTIONS:
         raise ValueError(f"dice_reduction must be one of {DICE_REDUCTIONS}, got {dice_reduction!r}")
@@ -133,7 +159,13 @@ def segmentation_loss(
                 f"{logits.shape}, got weight shape {tuple(weight.shape)}"
             )
         pixel_ce = pixel_ce * weight.astype(jnp.float32)
-    cross_entropy = jnp.mean(pixel_ce)
+    if valid is None:
+        cross_entropy = jnp.mean(pixel_ce)
+    else:
+        kept = valid.astype(jnp.float32)
+        cross_entropy = jnp.sum(pixel_ce * kept) / jnp.maximum(jnp.sum(kept), 1.0)
+        targets = targets * kept[..., None]
+        probabilities = probabilities * kept[..., None]
 
     dice = soft_dice(probabilities, targets, smooth=smooth, reduction=dice_reduction)
     if ce_weight is None:
@@ -166,6 +198,7 @@ def deep_supervision_loss(
     ce_weight: float | None = None,
     smooth: float = 1.0,
     dice_reduction: DiceReduction = "image",
+    ignore_index: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Deep supervision over the model's heads, all at full resolution against the same mask.
 
@@ -191,6 +224,7 @@ def deep_supervision_loss(
                 ce_weight=ce_weight,
                 smooth=smooth,
                 dice_reduction=dice_reduction,
+                ignore_index=ignore_index,
             )
             for logits in head_logits
         ]

@@ -3,7 +3,9 @@
 from unetjax.data.config import default_config
 from unetjax.data.datasets import Dataset, DatasetInfo, prepare
 from unetjax.data.errors import DataError
-from unetjax.data.pipeline import eval_batches, train_iterator
+from unetjax.data.normalization import normalize
+from unetjax.data.pipeline import eval_batches, eval_examples, train_iterator
+from unetjax.data.resize import resize_image, resize_mask
 
 __all__ = [
     "DataError",
@@ -11,6 +13,10 @@ __all__ = [
     "DatasetInfo",
     "default_config",
     "eval_batches",
+    "eval_examples",
+    "normalize",
     "prepare",
+    "resize_image",
+    "resize_mask",
     "train_iterator",
 ]

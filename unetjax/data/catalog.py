@@ -44,7 +44,7 @@ def in_channels(catalog_builder: tfds.core.DatasetBuilder, image_key: str) -> in
 
 
 class ToExample:
-    """A catalog record as our example: image float32 in [0, 1], mask uint8 class indices."""
+    """A catalog record as our example: the image as stored, mask uint8 class indices."""
 
     def __init__(self, image_key: str, mask_key: str, label_offset: int):
         self.image_key = image_key
@@ -53,11 +53,6 @@ class ToExample:
 
     def __call__(self, record: dict) -> dict:
         image = np.asarray(record[self.image_key])
-        image = (
-            image.astype(np.float32) / 255.0
-            if image.dtype == np.uint8
-            else image.astype(np.float32)
-        )
         mask = np.asarray(record[self.mask_key])
         if mask.ndim == image.ndim and mask.shape[-1] == 1:
             mask = mask[..., 0]

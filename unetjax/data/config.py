@@ -1,7 +1,15 @@
-"""The `config.data` section: every field a training config may override."""
+"""The `config.data` section: every field a training config may override, and `check`, which
+rejects the combinations that cannot work before any file is read."""
 
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+from unetjax.data import mask_rule, normalization, resize
+from unetjax.data.errors import DataError
+
+SYNTHETIC = "synthetic_cells"
+FOLDER_DATASETS = ("image_folder", "isbi2012_em", "dsb2018_nuclei")
+TASKS = ("binary", "multiclass", "multilabel")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -32,7 +40,7 @@ def default_config() -> ml_collections.ConfigDict:
     # image_folder: sub-folders of manual_dir holding images and masks, paired by file stem.
     config.image_subdir = "images"
     config.mask_subdir = "masks"
-    # "single": one mask file per image (binary {0,1}/{0,255} or class-index map);
+    # "single": one mask file per image (binary or class-index map, by the mask rule below);
     # "per_class": mask_subdir/<class>/<stem>.* binary masks, one per class (multi-label).
     config.mask_layout = "single"
     # per_class layout: class folder names in channel order. None: the sorted sub-folders.
@@ -59,6 +67,33 @@ def default_config() -> ml_collections.ConfigDict:
     config.train_split = "train"
     config.val_split = "validation"
     config.test_split = "test"
+
+    # The mask rule (single layout), applied to the values of all mask files together:
+    # - binary if every value is in {0, 1}, or every value is in {0, 255} (255 = foreground);
+    # - a class-index map (multiclass) if every value is in 0..K-1, where K = num_classes
+    #   when set, else K = largest value + 1, at most 32 (mask_rule.MAX_INFERRED_CLASSES);
+    #   and the files are lossless (not JPEG: compression changes class indices);
+    # - anything else (JPEG noise such as 0..8 and 247..255, anti-aliased edges, a stray
+    #   value) stops preparation with one line naming a file, its values and the fix.
+    # Per-class, DSB and ISBI masks must each be {0, 1} or {0, 255} (ISBI: {0, 255}).
+    # mask_threshold=T: binary masks are value > T instead (lossy or anti-aliased binary
+    # masks; colour masks are averaged to grey first). Not with multiclass.
+    config.mask_threshold = placeholder(int)
+    # Multiclass only: a mask value (outside 0..K-1, e.g. 255 for "void") whose pixels count
+    # in neither the loss nor the metrics. A {0, 1, 255} set with ignore_index=255 is
+    # multiclass with K = 2 (softmax). For catalog datasets: the value after label_offset.
+    config.ignore_index = placeholder(int)
+
+    # Resize at preparation (2D folder datasets): None, a fixed (H, W), or
+    # ("shorter_side", S): the shorter side becomes S, the aspect ratio is kept. Images
+    # bilinear, masks nearest; recorded in the dataset summary; predict applies it too.
+    config.resize = placeholder(tuple)
+    # Intensity normalisation (`normalization`), applied by the pipeline, predict and
+    # evaluate: "unit" (integer images over their dtype's maximum, 255 for uint8, 65535 for
+    # uint16; float images must be in [0, 1]), "zscore_image" (per image and channel) or
+    # "zscore_dataset" (per channel, the training set's mean and sd, computed at
+    # preparation; not for catalog datasets).
+    config.normalize = "unit"
 
     # Task. None: inferred from the data. "binary" (num_classes 1, sigmoid), "multiclass"
     # (num_classes K >= 2, softmax) or "multilabel" (K independent sigmoids).
@@ -105,3 +140,106 @@ def default_config() -> ml_collections.ConfigDict:
     config.num_threads = 2
     config.prefetch = 2
     return config
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check(data_config: ml_collections.ConfigDict) -> None:
+    """Raises a one-line DataError for a `config.data` that cannot work, before any file is
+    read."""
+    dims, name = data_config.spatial_dims, data_config.name
+    for field in ("patch_size", "eval_patch_size"):
+        size = data_config[field]
+        if size is not None and (len(size) != dims or min(size) < 1):
+            raise DataError(f"data.{field}={size}; expected {dims} positive sizes (spatial_dims)")
+    for field in data_config:
+        if field.endswith("_prob") and not 0 <= data_config[field] <= 1:
+            raise DataError(f"data.{field}={data_config[field]}; expected a probability in [0, 1]")
+    if data_config.task not in (None, *TASKS):
+        raise DataError(f"data.task={data_config.task!r}; expected one of {TASKS}")
+    if data_config.normalize not in normalization.KINDS:
+        raise DataError(
+            f"data.normalize={data_config.normalize!r}; expected one of {normalization.KINDS}"
+        )
+    local = name == SYNTHETIC or name in FOLDER_DATASETS
+    if data_config.normalize == "zscore_dataset" and not local:
+        raise DataError(
+            f"data.normalize='zscore_dataset' needs statistics computed at preparation, which "
+            f"catalog datasets ({name}) do not have; use 'unit' or 'zscore_image'"
+        )
+    _check_masks(data_config, local)
+    _check_resize(data_config)
+
+
+def _check_masks(data_config: ml_collections.ConfigDict, local: bool) -> None:
+    name, task, num_classes = data_config.name, data_config.task, data_config.num_classes
+    threshold, ignore = data_config.mask_threshold, data_config.ignore_index
+    if task == "multilabel" and name == "image_folder" and data_config.mask_layout != "per_class":
+        raise DataError(
+            "data.task='multilabel' needs one binary mask per class: set "
+            "data.mask_layout='per_class'"
+        )
+    if num_classes is not None and not 1 <= num_classes <= mask_rule.MAX_STORED_CLASSES:
+        raise DataError(
+            f"data.num_classes={num_classes}; expected 1..{mask_rule.MAX_STORED_CLASSES} "
+            "(masks are stored as uint8)"
+        )
+    if threshold is not None:
+        if not _is_int(threshold) or threshold < 0:
+            raise DataError(f"data.mask_threshold={threshold!r}; expected an integer >= 0")
+        if not local or name == SYNTHETIC:
+            raise DataError(
+                f"data.mask_threshold applies to mask files; {name} has none to threshold"
+            )
+        single = data_config.mask_layout == "single"
+        if task == "multiclass" or (single and num_classes is not None and num_classes > 1):
+            raise DataError(
+                f"data.mask_threshold={threshold} makes binary masks, but data.task={task!r}, "
+                f"data.num_classes={num_classes}; drop one of them"
+            )
+    if ignore is None:
+        return
+    if not _is_int(ignore) or not 0 <= ignore <= 255:
+        raise DataError(f"data.ignore_index={ignore!r}; expected a mask value in 0..255")
+    if name == SYNTHETIC or name in ("isbi2012_em", "dsb2018_nuclei"):
+        raise DataError(f"data.ignore_index is for multiclass masks; {name} is binary")
+    if task in ("binary", "multilabel") or num_classes == 1:
+        raise DataError(
+            f"data.ignore_index is for multiclass masks; data.task={task!r}, "
+            f"data.num_classes={num_classes} (a binary set with a void value is multiclass "
+            "with num_classes=2)"
+        )
+    if data_config.mask_layout == "per_class" and name == "image_folder":
+        raise DataError("data.ignore_index is for single class-index masks, not per_class")
+    if threshold is not None:
+        raise DataError("data.ignore_index and data.mask_threshold exclude each other")
+    if num_classes is not None and ignore < num_classes:
+        raise DataError(
+            f"data.ignore_index={ignore} is one of the classes 0..{num_classes - 1}; expected "
+            "a value outside them (e.g. 255)"
+        )
+
+
+def _check_resize(data_config: ml_collections.ConfigDict) -> None:
+    setting, name = data_config.resize, data_config.name
+    if setting is None:
+        return
+    error = resize.setting_error(setting)
+    if error:
+        raise DataError(error)
+    if data_config.spatial_dims != 2:
+        raise DataError(f"data.resize={setting!r} is for 2D images; spatial_dims is 3")
+    if name not in FOLDER_DATASETS:
+        hint = "set data.image_size" if name == SYNTHETIC else "resize when preparing it"
+        raise DataError(f"data.resize applies to folder datasets, not {name}; {hint}")
+    smallest = resize.smallest_size(setting)
+    for field in ("patch_size", "eval_patch_size"):
+        size = data_config[field]
+        if size is not None and any(p > s for p, s in zip(size, smallest, strict=True)):
+            raise DataError(
+                f"data.{field}={tuple(size)} is larger than images resized by "
+                f"data.resize={tuple(setting)} can be ({smallest[0]}x{smallest[1]} px or more); "
+                "choose a smaller patch or a larger resize"
+            )

@@ -7,6 +7,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from unetjax.data import normalization
 from unetjax.data.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".nii", ".nii.gz")
@@ -40,8 +41,8 @@ def read_array(path: pathlib.Path) -> np.ndarray:
             if image.mode == "P":
                 # Palette PNGs are label maps: keep the indices, not the colours.
                 return np.asarray(image)
-            if image.mode in ("I;16", "I;16B", "I"):
-                return np.asarray(image).astype(np.int32)
+            if image.mode.startswith("I;16"):
+                return np.asarray(image).astype(np.uint16)
             return np.asarray(image)
     except DataError:
         raise
@@ -70,35 +71,48 @@ def to_channels_last(array: np.ndarray, spatial_dims: int, path: pathlib.Path) -
     )
 
 
-def normalise(array: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1]: uint8 divided by 255, anything else min-max scaled per image."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    array = array.astype(np.float32)
-    low, high = float(array.min()), float(array.max())
-    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+def storage_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype an image is stored in: uint8 and uint16 as they are, anything else float32."""
+    return np.dtype(dtype) if np.dtype(dtype) in (np.uint8, np.uint16) else np.dtype(np.float32)
+
+
+def read_raw_image(path: pathlib.Path, spatial_dims: int, color_mode: str) -> np.ndarray:
+    """An image (*spatial, C) in its storage dtype, values unscaled; color_mode "grayscale"
+    (the channel mean, rounded for integer images) or "rgb" converts."""
+    image = to_channels_last(read_array(path), spatial_dims, path)
+    dtype = storage_dtype(image.dtype)
+    if color_mode == "grayscale" and image.shape[-1] != 1:
+        gray = image[..., :3].astype(np.float64).mean(axis=-1, keepdims=True)
+        image = np.round(gray) if np.issubdtype(dtype, np.integer) else gray
+    elif color_mode == "rgb" and image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return image.astype(dtype)
 
 
 def read_image(path: pathlib.Path, spatial_dims: int, color_mode: str) -> np.ndarray:
-    """An image as float32 (*spatial, C) in [0, 1]; color_mode "grayscale"/"rgb" converts."""
-    image = normalise(to_channels_last(read_array(path), spatial_dims, path))
-    if color_mode == "grayscale" and image.shape[-1] != 1:
-        image = image[..., :3].mean(axis=-1, keepdims=True)
-    elif color_mode == "rgb" and image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return image
+    """An image as float32 (*spatial, C) in unit scale (`normalization.to_unit`)."""
+    return normalization.to_unit(read_raw_image(path, spatial_dims, color_mode))
 
 
-def read_label_map(path: pathlib.Path, spatial_dims: int) -> np.ndarray:
-    """A mask file as an integer (*spatial) array; RGB masks must have equal channels."""
+def read_label_map(
+    path: pathlib.Path, spatial_dims: int, *, grey_from_colour: bool = False
+) -> np.ndarray:
+    """A mask file as an integer (*spatial) array.
+
+    RGB masks must have equal channels, unless `grey_from_colour` (binary masks thresholded
+    by data.mask_threshold) takes their rounded mean, as for a grey mask saved as colour JPEG.
+    """
     array = read_array(path)
     if array.ndim == spatial_dims + 1 and array.shape[-1] in (3, 4):
         rgb = array[..., :3]
-        if not (
+        if grey_from_colour:
+            rgb = np.round(rgb.astype(np.float64).mean(axis=-1, keepdims=True))
+        elif not (
             np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
         ):
             raise DataError(
-                f"{path}: colour mask; expected a single-channel label map (or equal RGB channels)"
+                f"{path}: colour mask (its RGB channels differ); expected a single-channel "
+                "label map; for a binary mask saved in colour set data.mask_threshold=127"
             )
         array = rgb[..., 0]
     elif array.ndim == spatial_dims + 1 and array.shape[-1] == 1:
@@ -110,20 +124,3 @@ def read_label_map(path: pathlib.Path, spatial_dims: int) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.integer) and not np.array_equal(array, np.round(array)):
         raise DataError(f"{path}: mask has non-integer values; expected class indices")
     return array.astype(np.int32)
-
-
-def binarise(labels: np.ndarray, path: pathlib.Path) -> np.ndarray:
-    """A binary mask from {0, 1} or {0, 255} values as uint8 {0, 1}."""
-    values = np.unique(labels)
-    if np.isin(values, (0, 1)).all():
-        return labels.astype(np.uint8)
-    if np.isin(values, (0, 255)).all():
-        return (labels == 255).astype(np.uint8)
-    raise DataError(
-        f"{path}: binary mask has values {_preview(values)}; expected {{0, 1}} or {{0, 255}}"
-    )
-
-
-def _preview(values: np.ndarray) -> str:
-    shown = ", ".join(str(v) for v in values[:8])
-    return "{" + shown + (", ..." if len(values) > 8 else "") + "}"

@@ -1,4 +1,9 @@
-"""grain pipelines over the TFDS array_record sources: training batches and eval passes."""
+"""grain pipelines over the TFDS array_record sources: training batches and eval passes.
+
+Images come out float32, normalised by `data.normalize` (`normalization`); masks int32.
+`eval_batches` stacks full images of one size (or eval_patch_size centre crops);
+`eval_examples` yields one full-size example at a time, for images of different sizes.
+"""
 
 import math
 from collections.abc import Iterator
@@ -53,7 +58,8 @@ def train_iterator(
     # Shard, then shuffle and repeat: each epoch of this shard in a new seeded order.
     records = records.shuffle(seed=seed).repeat(None)
     records = records.random_map(
-        transforms.TrainTransform(data_config, info.task == "multilabel"), seed=seed
+        transforms.TrainTransform(data_config, info.task == "multilabel", dataset.normalization),
+        seed=seed,
     )
     batches = records.batch(batch_size, drop_remainder=True)
     read = grain.ReadOptions(
@@ -85,12 +91,36 @@ def eval_batches(
     """One deterministic pass over `split`: full images (or eval_patch_size centre crops).
 
     Every process yields the same number of batches; padding samples (zeros) are marked
-    `valid` False. Full images must share one size within the split for fixed shapes.
+    `valid` False. Full images must share one size within the split for fixed shapes: for
+    images of different sizes (`dataset.info.uniform_size[split]` False) this raises at once,
+    naming `eval_examples`.
     """
+    data_config, info = dataset.config, dataset.info
+    if data_config.eval_patch_size is None and info.uniform_size.get(split) is False:
+        sizes = dataset.summary["splits"].get(split, {})
+        seen = (
+            f" ({_size(sizes['size_min'])} to {_size(sizes['size_max'])})"
+            if "size_min" in sizes
+            else ""
+        )
+        raise DataError(
+            f"{info.name} {split}: images of different sizes{seen} cannot be stacked into "
+            f"batches; evaluate them one at a time at full size with eval_examples(dataset, "
+            f"{split!r}) (overlap-tile), or set data.eval_patch_size (centre crops) or "
+            "data.resize"
+        )
+    return _padded_batches(dataset, split, batch_size, process_index, process_count)
+
+
+def _padded_batches(
+    dataset: Dataset, split: str, batch_size: int, process_index: int, process_count: int
+) -> Iterator[dict]:
     data_config, info = dataset.config, dataset.info
     records = _source(dataset, split)
     num_batches = math.ceil(math.ceil(len(records) / process_count) / batch_size)
-    records = records.map(transforms.EvalTransform(data_config, info.task == "multilabel"))
+    records = records.map(
+        transforms.EvalTransform(data_config, info.task == "multilabel", dataset.normalization)
+    )
     # The split's first example shapes the padding, even on a process left without examples.
     filler = {key: np.zeros_like(value) for key, value in records[0].items()}
     read = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=batch_size)
@@ -100,6 +130,42 @@ def eval_batches(
         yield _pad_batch(batch, filler, split)
 
 
+def eval_examples(
+    dataset: Dataset, split: str, *, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict]:
+    """One deterministic pass over `split`, one full-size example at a time, whatever the sizes.
+
+    Yields {"image": (*spatial, C) float32 normalised as in eval_batches, "mask": int32,
+    ["weight"], "id": str, "valid": bool}; every process yields the same number of examples,
+    the extra ones (a copy of the split's first example) with `valid` False. data.eval_patch_size
+    is not applied: this is for scoring whole images (e.g. by overlap-tile prediction).
+    """
+    data_config, info = dataset.config, dataset.info
+    records = _source(dataset, split)
+    if len(records) == 0:
+        raise DataError(f"{info.name} {split}: no examples")
+    per_process = math.ceil(len(records) / process_count)
+    transform = transforms.EvalTransform(
+        data_config, info.task == "multilabel", dataset.normalization, full_size=True
+    )
+
+    def example(index: int, record: dict) -> dict:
+        stem = record.get("id", str(index))
+        return {**transform.map(record), "id": stem.decode() if isinstance(stem, bytes) else stem}
+
+    indices = range(len(records))[process_index::process_count]
+    read = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=2)
+    shard = _shard(records, process_index, process_count).to_iter_dataset(read)
+    for index, record in zip(indices, shard, strict=True):
+        yield {**example(index, record), "valid": True}
+    for _ in range(per_process - len(indices)):
+        yield {**example(0, records[0]), "valid": False}
+
+
+def _size(shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
 def _pad_batch(samples: list[dict | None], filler: dict, split: str) -> dict:
     """Stacks samples, putting zeros where there are none and marking those not valid."""
     valid = np.array([s is not None for s in samples])
@@ -107,7 +173,8 @@ def _pad_batch(samples: list[dict | None], filler: dict, split: str) -> dict:
         if sample is not None and sample["image"].shape != filler["image"].shape:
             raise DataError(
                 f"{split}: eval images of sizes {filler['image'].shape[:-1]} and "
-                f"{sample['image'].shape[:-1]}; set data.eval_patch_size for fixed shapes"
+                f"{sample['image'].shape[:-1]}; use eval_examples(dataset, {split!r}) for "
+                "full-size evaluation, or set data.eval_patch_size for fixed shapes"
             )
     batch = {
         key: np.stack([(s if s is not None else filler)[key] for s in samples]) for key in filler

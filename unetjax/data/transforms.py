@@ -1,5 +1,9 @@
 """Train-time augmentation and eval-time cropping, on numpy arrays in grain workers.
 
+Stored images (source dtype) are brought to unit scale first, augmented there, then
+standardised by `data.normalize` (`normalization`); "zscore_image" uses the statistics of the
+whole image, so a patch or crop is normalised exactly like the full image it came from.
+
 Geometric transforms move the image (linear interpolation) and its labels (nearest) with
 the same coordinates, so they stay aligned and labels keep their values. Random crop, affine
 and elastic deformation are fused into one resampling of the source image, so the patch is
@@ -15,7 +19,7 @@ import ml_collections
 import numpy as np
 from scipy import ndimage
 
-from unetjax.data import weight_map
+from unetjax.data import normalization, weight_map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,12 +159,25 @@ def intensity_transform(
 
 
 class _Output:
-    """Shared by train and eval: split labels back, add the weight map."""
+    """Shared by train and eval: unit scale and normalisation, split labels back, add the
+    weight map.
 
-    def __init__(self, data_config: ml_collections.ConfigDict):
+    `norm` is the dataset's normalisation ({"kind", "mean", "std"}, `Dataset.normalization`).
+    """
+
+    def __init__(self, data_config: ml_collections.ConfigDict, norm: dict):
         self.border_weights = data_config.border_weights
         self.w0 = data_config.border_w0
         self.sigma = data_config.border_sigma
+        self.kind = norm["kind"]
+        self.dataset_stats = {"mean": norm["mean"], "std": norm["std"]}
+
+    def unit_and_stats(self, image: np.ndarray) -> tuple[np.ndarray, dict | None]:
+        """The image in unit scale and the statistics its normalisation will use."""
+        unit = normalization.to_unit(image)
+        if self.kind == "zscore_image":
+            return unit, normalization.image_statistics(unit)
+        return unit, self.dataset_stats if self.kind == "zscore_dataset" else None
 
     def stack_labels(self, example: dict) -> np.ndarray:
         mask = example["mask"]
@@ -170,11 +187,14 @@ class _Output:
             parts.append(example["instances"][..., None].astype(np.int32))
         return np.concatenate(parts, axis=-1)
 
-    def finish(self, image: np.ndarray, labels: np.ndarray, multilabel: bool) -> dict:
+    def finish(
+        self, image: np.ndarray, stats: dict | None, labels: np.ndarray, multilabel: bool
+    ) -> dict:
         if self.border_weights:
             labels, instances = labels[..., :-1], labels[..., -1]
         mask = labels if multilabel else labels[..., 0]
-        out = {"image": image.astype(np.float32), "mask": np.ascontiguousarray(mask, np.int32)}
+        image = normalization.standardize(image.astype(np.float32), self.kind, stats)
+        out = {"image": image, "mask": np.ascontiguousarray(mask, np.int32)}
         if self.border_weights:
             out["weight"] = weight_map.border_weights(instances, mask, w0=self.w0, sigma=self.sigma)
         return out
@@ -183,40 +203,51 @@ class _Output:
 class TrainTransform(grain.transforms.RandomMap, _Output):
     """Random patch of `patch_size` with augmentation; a pure function of (example, rng)."""
 
-    def __init__(self, data_config: ml_collections.ConfigDict, multilabel: bool):
-        _Output.__init__(self, data_config)
+    def __init__(self, data_config: ml_collections.ConfigDict, multilabel: bool, norm: dict):
+        _Output.__init__(self, data_config, norm)
         self.patch = tuple(data_config.patch_size)
         self.options = AugmentOptions.from_config(data_config)
         self.multilabel = multilabel
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        unit, stats = self.unit_and_stats(element["image"])
         image, labels = spatial_transform(
-            element["image"], self.stack_labels(element), self.patch, self.options, rng
+            unit, self.stack_labels(element), self.patch, self.options, rng
         )
-        return self.finish(intensity_transform(image, self.options, rng), labels, self.multilabel)
+        image = intensity_transform(image, self.options, rng)
+        return self.finish(image, stats, labels, self.multilabel)
 
 
 EVAL_PASSTHROUGH = ("spacing", "id")
 
 
 class EvalTransform(grain.transforms.Map, _Output):
-    """The full image, or its centre crop of `eval_patch_size`; no randomness."""
+    """The full image, or its centre crop of `eval_patch_size` (unless `full_size`); no
+    randomness."""
 
-    def __init__(self, data_config: ml_collections.ConfigDict, multilabel: bool):
-        _Output.__init__(self, data_config)
+    def __init__(
+        self,
+        data_config: ml_collections.ConfigDict,
+        multilabel: bool,
+        norm: dict,
+        *,
+        full_size: bool = False,
+    ):
+        _Output.__init__(self, data_config, norm)
         size = data_config.eval_patch_size
-        self.patch = None if size is None else tuple(size)
+        self.patch = None if size is None or full_size else tuple(size)
         self.multilabel = multilabel
 
     def map(self, element: dict) -> dict:
-        image, labels = element["image"], self.stack_labels(element)
+        image, stats = self.unit_and_stats(element["image"])
+        labels = self.stack_labels(element)
         instances = element.get("instances")
         if self.patch is not None:
             origin = [(s - p) // 2 for s, p in zip(image.shape[:-1], self.patch, strict=True)]
             image, labels = crop(image, origin, self.patch), crop(labels, origin, self.patch)
             if instances is not None:
                 instances = crop(instances[..., None], origin, self.patch)[..., 0]
-        out = self.finish(image, labels, self.multilabel)
+        out = self.finish(image, stats, labels, self.multilabel)
         # What evaluation scores besides the mask: instance labels (object metrics), the voxel
         # spacing (distances in mm) and the case id (per-case rows).
         if instances is not None:

@@ -7,41 +7,30 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unetjax.data import examples
+from unetjax.data import examples, mask_rule, resize, summary
 from unetjax.data.errors import DataError
 from unetjax.data.folder import Sample
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("binary", "multiclass", "multilabel")
-
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """What validation learnt about the data: what the builder and the model need."""
+    """What validation learnt about the data: what the builder and the model need.
+
+    Attributes:
+      min_shape: per split, the smallest size per axis as stored (after data.resize).
+      source_sizes: per split, `summary.size_stats` of the sizes in the files.
+      task_rule: how the task was decided (`mask_rule.Decision.rule`).
+    """
 
     task: str
     num_classes: int
     in_channels: int
+    image_dtype: str
     min_shape: dict[str, list[int]]
-
-
-def infer_task(
-    values_by_file: dict[str, np.ndarray], task: str | None, num_classes: int | None
-) -> tuple[str, int]:
-    """The task and class count of single-mask data, from the declared ones or the values."""
-    if task is None:
-        binary = all(
-            np.isin(v, (0, 1)).all() or np.isin(v, (0, 255)).all() for v in values_by_file.values()
-        )
-        task = "binary" if binary and num_classes in (None, 1) else "multiclass"
-    if task == "binary":
-        return task, 1
-    if task != "multiclass":
-        raise DataError(f"task={task!r} with one mask per image; expected 'binary' or 'multiclass'")
-    if num_classes is None:
-        num_classes = max(2, max(int(v.max()) for v in values_by_file.values()) + 1)
-    return task, num_classes
+    source_sizes: dict[str, dict]
+    task_rule: str
 
 
 def check_patch_fits(min_shape: dict[str, Sequence[int]], patch_size: Sequence[int], name: str):
@@ -65,23 +54,28 @@ def validate(
 ) -> Summary:
     """Reads every file once; raises DataError naming the first bad file."""
     channels: dict[int, str] = {}
+    dtypes: dict[str, str] = {}
     values_by_file: dict[str, np.ndarray] = {}
-    min_shape: dict[str, list[int]] = {}
+    shapes: dict[str, list[list[int]]] = {}
     for split, samples in splits.items():
         for sample in samples:
-            image, masks = examples.read_raw(sample, spec.spatial_dims, spec.color_mode)
+            image, masks = examples.read_raw(sample, spec)
             channels.setdefault(image.shape[-1], sample.image)
+            dtypes.setdefault(str(image.dtype), sample.image)
             if spec.mask_mode == "single":
                 values_by_file[sample.masks[0]] = np.unique(masks[0])
             else:
                 examples.labels_from_raw(sample, masks, spec)
-            shape = list(image.shape[:-1])
-            min_shape[split] = [
-                min(a, b) for a, b in zip(min_shape.get(split, shape), shape, strict=True)
-            ]
+            shapes.setdefault(split, []).append(list(image.shape[:-1]))
     if len(channels) > 1:
         found = ", ".join(f"{c} in {path}" for c, path in channels.items())
         raise DataError(f"images with different channel counts ({found}); set color_mode")
+    if len(dtypes) > 1:
+        found = ", ".join(f"{dtype} in {path}" for dtype, path in dtypes.items())
+        raise DataError(
+            f"images of different pixel types ({found}); expected one type for the whole set "
+            "(convert the images to one bit depth)"
+        )
     (in_channels,) = channels
     if declared_in_channels is not None and declared_in_channels != in_channels:
         raise DataError(
@@ -89,21 +83,41 @@ def validate(
             f"in_channels={declared_in_channels}"
         )
     if spec.mask_mode == "single":
-        task, num_classes = infer_task(values_by_file, declared_task, declared_num_classes)
-        spec = dataclasses.replace(spec, task=task, num_classes=num_classes)
-        for split_samples in splits.values():
-            for sample in split_samples:
-                path = sample.masks[0]
-                examples.single_mask(values_by_file[path], pathlib.Path(path), spec)
+        decision = mask_rule.decide(
+            values_by_file,
+            task=declared_task,
+            num_classes=declared_num_classes,
+            ignore_index=spec.ignore_index,
+            threshold=spec.mask_threshold,
+        )
+        task, num_classes, rule = decision.task, decision.num_classes, decision.rule
     else:
         task, num_classes = spec.task, spec.num_classes
+        rule = f"{spec.mask_mode} masks"
         if declared_task not in (None, task) or declared_num_classes not in (None, num_classes):
             raise DataError(
                 f"task={declared_task!r}, num_classes={declared_num_classes}; this data is "
                 f"{task} with {num_classes} output channel(s)"
             )
+    if spec.ignore_index is not None and spec.ignore_index < num_classes:
+        raise DataError(
+            f"data.ignore_index={spec.ignore_index} is one of the classes 0..{num_classes - 1}; "
+            "expected a value outside them (e.g. 255)"
+        )
+    min_shape = {
+        split: np.min([resize.target_size(s, spec.resize) for s in split_shapes], axis=0).tolist()
+        for split, split_shapes in shapes.items()
+    }
     check_patch_fits(min_shape, patch_size, str(pathlib.Path(splits["train"][0].image).parent))
-    logger.info(
+    logger.debug(
         "validated %s: %s, %d classes, %d channels", list(splits), task, num_classes, in_channels
     )
-    return Summary(task, num_classes, in_channels, min_shape)
+    return Summary(
+        task=task,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_dtype=next(iter(dtypes)),
+        min_shape=min_shape,
+        source_sizes={split: summary.size_stats(s) for split, s in shapes.items()},
+        task_rule=rule,
+    )

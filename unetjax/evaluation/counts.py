@@ -15,6 +15,9 @@ score two ways, per class:
 - pooled ("pooled/..."): counts summed over all images first, then one score. Large objects
   dominate; a class never present nor predicted in the whole set scores 1, as above.
 
+Ignored pixels: with softmax and `ignore_index` (e.g. 255 for "void"), pixels whose mask equals
+it are in none of the four counts, so they change no score.
+
 Background: with softmax, class 0 is background; the per-class arrays keep all K classes (index 0
 is background), but the headline IoU and Dice average the foreground classes 1..K-1 only, since
 background scores near 1 and would hide the classes of interest. Headline accuracy is the
@@ -30,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unetjax.losses import targets_from_mask
+from unetjax.losses import ignored_pixels, targets_from_mask
 
 Headline = Literal["per_image", "pooled"]
 HEADLINES = ("per_image", "pooled")
@@ -43,12 +46,15 @@ def confusion_counts(
     *,
     output_activation: str,
     threshold: float = 0.5,
+    ignore_index: int | None = None,
 ) -> jax.Array:
     """int32 counts (B, K, 4) of [tp, fp, fn, tn] per image and class.
 
     Prediction: sigmoid -> `probabilities >= threshold` per class; softmax -> argmax over classes
-    (threshold unused). Logits work too: for sigmoid, pass `threshold=0.0`.
+    (threshold unused). Logits work too: for sigmoid, pass `threshold=0.0`. Pixels whose mask is
+    `ignore_index` (softmax) are not counted.
     """
+    mask, valid = ignored_pixels(mask, ignore_index, output_activation=output_activation)
     targets = targets_from_mask(mask, probabilities.shape, output_activation=output_activation)
     targets = targets > 0.5
     if output_activation == "sigmoid":
@@ -58,9 +64,10 @@ def confusion_counts(
         labels = jnp.argmax(probabilities, axis=-1)
         predicted = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
     spatial_axes = tuple(range(1, probabilities.ndim - 1))
+    kept = True if valid is None else valid[..., None]
 
     def count(where: jax.Array) -> jax.Array:
-        return jnp.sum(where, axis=spatial_axes, dtype=jnp.int32)
+        return jnp.sum(where & kept, axis=spatial_axes, dtype=jnp.int32)
 
     return jnp.stack(
         [
@@ -79,13 +86,18 @@ def counts_at_thresholds(
     *,
     output_activation: str,
     thresholds: tuple[float, ...],
+    ignore_index: int | None = None,
 ) -> jax.Array:
     """int32 counts (B, T, K, 4) at each of T sigmoid thresholds (softmax: T identical argmaxes;
     pass one threshold). jit-able with `thresholds` static, as a threshold sweep needs."""
     return jnp.stack(
         [
             confusion_counts(
-                probabilities, mask, output_activation=output_activation, threshold=threshold
+                probabilities,
+                mask,
+                output_activation=output_activation,
+                threshold=threshold,
+                ignore_index=ignore_index,
             )
             for threshold in thresholds
         ],

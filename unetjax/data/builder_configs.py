@@ -1,0 +1,151 @@
+"""The TFDS builder config for a `config.data`: a fingerprint name, and for folders the
+validated samples (every file read once, only when that name is not built yet)."""
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+import ml_collections
+
+from unetjax.data import builders, examples, folder, validation
+from unetjax.data.errors import DataError
+
+
+def builder_config(data_config: ml_collections.ConfigDict):
+    """The builder config's name (a fingerprint of the inputs) and a function making it.
+
+    Making a folder config validates every file, so it only runs when the name is not built.
+    """
+    if data_config.name == "synthetic_cells":
+        counts = (
+            ("train", data_config.num_train),
+            ("validation", data_config.num_val),
+            ("test", data_config.num_test),
+        )
+        name = (
+            f"{data_config.spatial_dims}d_{data_config.image_size}px_"
+            f"{'_'.join(str(c) for _, c in counts)}_seed{data_config.dataset_seed}"
+        )
+        return name, lambda: builders.SyntheticConfig(
+            name=name,
+            version=builders.VERSION,
+            spatial_dims=data_config.spatial_dims,
+            image_size=data_config.image_size,
+            counts=counts,
+            seed=data_config.dataset_seed,
+        )
+    if data_config.manual_dir is None:
+        raise DataError(f"{data_config.name} reads local files: set data.manual_dir")
+    root = pathlib.Path(data_config.manual_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (data.manual_dir)")
+    options = {
+        key: data_config[key]
+        for key in (
+            "spatial_dims",
+            "image_subdir",
+            "mask_subdir",
+            "mask_layout",
+            "class_names",
+            "color_mode",
+            "val_fraction",
+            "test_fraction",
+            "dataset_seed",
+            "train_stems",
+            "val_stems",
+            "test_stems",
+            "isbi_foreground",
+            "task",
+            "num_classes",
+            "mask_threshold",
+            "ignore_index",
+            "resize",
+        )
+    }
+    files = sorted(
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    )
+    digest = hashlib.sha1(json.dumps([str(root), options, files]).encode()).hexdigest()[:12]
+    name = f"{root.name}_{digest}"
+    return name, lambda: _folder_config(data_config, root, name)
+
+
+def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.FolderConfig:
+    spec, samples, class_names = _find_samples(data_config, root)
+    stem_lists = None
+    if data_config.train_stems is not None:
+        stem_lists = {
+            "train": data_config.train_stems,
+            "validation": data_config.val_stems or (),
+            "test": data_config.test_stems or (),
+        }
+    splits = folder.split_samples(
+        samples,
+        val_fraction=data_config.val_fraction,
+        test_fraction=data_config.test_fraction,
+        seed=data_config.dataset_seed,
+        stem_lists=stem_lists,
+    )
+    checked = validation.validate(
+        splits,
+        spec=spec,
+        declared_task=data_config.task,
+        declared_num_classes=data_config.num_classes,
+        declared_in_channels=data_config.in_channels,
+        patch_size=data_config.patch_size,
+    )
+    return builders.FolderConfig(
+        name=name,
+        version=builders.VERSION,
+        splits=splits,
+        spec=dataclasses.replace(spec, task=checked.task, num_classes=checked.num_classes),
+        in_channels=checked.in_channels,
+        image_dtype=checked.image_dtype,
+        min_shape=checked.min_shape,
+        source_sizes=checked.source_sizes,
+        class_names=class_names,
+        task_rule=checked.task_rule,
+    )
+
+
+def _find_samples(data_config, root: pathlib.Path):
+    """The label spec (task possibly still open), the samples and the class names."""
+
+    def spec(mask_mode: str, task: str | None, num_classes: int | None, dims: int = 2):
+        return examples.LabelSpec(
+            spatial_dims=dims,
+            color_mode=data_config.color_mode,
+            mask_mode=mask_mode,
+            task=task,
+            num_classes=num_classes,
+            isbi_foreground=data_config.isbi_foreground,
+            mask_threshold=data_config.mask_threshold,
+            ignore_index=data_config.ignore_index,
+            resize=tuple(data_config.resize) if data_config.resize is not None else None,
+        )
+
+    if data_config.name == "isbi2012_em":
+        if data_config.isbi_foreground not in ("membrane", "interior"):
+            raise DataError(
+                f"isbi_foreground={data_config.isbi_foreground!r}; expected "
+                "'membrane' or 'interior'"
+            )
+        samples = folder.scan_pairs(root / "images", [root / "masks"])
+        return spec("isbi", "binary", 1), samples, None
+    if data_config.name == "dsb2018_nuclei":
+        return spec("instances", "binary", 1), folder.scan_dsb2018(root), None
+    image_dir, mask_dir = root / data_config.image_subdir, root / data_config.mask_subdir
+    dims = data_config.spatial_dims
+    if data_config.mask_layout == "per_class":
+        names = folder.class_folders(mask_dir, data_config.class_names)
+        samples = folder.scan_pairs(image_dir, [mask_dir / n for n in names])
+        return spec("per_class", "multilabel", len(names), dims), samples, tuple(names)
+    if data_config.mask_layout != "single":
+        raise DataError(
+            f"mask_layout={data_config.mask_layout!r}; expected 'single' or 'per_class'"
+        )
+    samples = folder.scan_pairs(image_dir, [mask_dir])
+    return spec("single", data_config.task, data_config.num_classes, dims), samples, None
