@@ -6,6 +6,8 @@ Layout of a run's workdir:
   metrics.jsonl       one JSON object per logged step or evaluation
   tensorboard/        TensorBoard event files
   overlays/           prediction overlays of validation images, per evaluation
+  dataset_summary.json, splits.json   what was trained on (samples, sizes, classes; stems)
+  thresholds.json     the thresholds `evaluate --sweep` chose, per depth and mode
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import ml_collections
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
+DATASET_SUMMARY_FILE = "dataset_summary.json"
+SPLITS_FILE = "splits.json"  # file stems per split, for folder datasets
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:
@@ -30,6 +34,15 @@ def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -
     path = os.path.join(os.fspath(workdir), CONFIG_FILE)
     with open(path + ".tmp", "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(path + ".tmp", path)
+
+
+def save_json(workdir: str | os.PathLike, name: str, payload) -> None:
+    """Writes `name` in the run directory atomically."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(os.fspath(workdir), name)
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
 
 
@@ -87,6 +100,8 @@ DERIVED_KEYS = (
     "model.spatial_dims",
 )
 PATH_KEYS = ("data.manual_dir", "data.data_dir")
+# Sections computed from the data (normalisation statistics): compared once they are known.
+DERIVED_SECTIONS = ("normalization.",)
 
 
 class RunDirectoryError(ValueError):
@@ -139,7 +154,8 @@ def changed_keys(saved: dict, wanted: dict) -> list[tuple[str, object, object]]:
     for key in sorted(set(old) | set(new)):
         if key in RESUMABLE_KEYS or key.startswith("export."):
             continue
-        if key in DERIVED_KEYS and new.get(key) is None:
+        derived = key in DERIVED_KEYS or key.startswith(DERIVED_SECTIONS)
+        if derived and new.get(key) is None:
             continue
         before, after = old.get(key), new.get(key)
         if before != after:

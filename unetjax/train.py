@@ -20,7 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from unetjax import checkpoint, data, nested_unet, optim, parallel, rundir, steps
-from unetjax.evaluation import heads, names
+from unetjax.evaluation import full_size, heads, names
 from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,14 @@ class _StopSignal:
                 signal.signal(s, handler)
 
 
+def full_size_validation(dataset: data.Dataset) -> bool:
+    """Whether validation images differ in size and are scored whole (no eval_patch_size)."""
+    return (
+        dataset.config.eval_patch_size is None
+        and dataset.info.uniform_size.get("validation") is False
+    )
+
+
 def evaluate(
     eval_step,
     state: steps.TrainState,
@@ -116,6 +124,8 @@ def evaluate(
     split: str,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Validation loss, IoU, Dice and accuracy per head and in accurate mode over `split`."""
+    if full_size_validation(dataset):
+        return eval_step(state)
     local_batch = config.train.eval_batch_size // jax.process_count()
     losses, head_counts, accurate_counts, first_batch = [], [], [], None
     for batch in data.eval_batches(
@@ -159,7 +169,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         )
     dataset = prepare_data(config.data)
     info = dataset.info
+    logger.info("%s", dataset.summary_text())
     config = resolve_config(config, info)
+    # Predict, evaluate and export apply the same normalisation, with these statistics.
+    config.normalization = dict(dataset.normalization)
     rundir.check_resume(workdir, config)  # the data-derived fields too
     mesh = parallel.make_mesh()
     local_batch = parallel.check_batch_size(train_config.batch_size, mesh)
@@ -172,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
 
     model = nested_unet.from_config(config.model, seed=config.seed)
-    head_depths = model.head_depths
+    head_depths, graph_depth = model.head_depths, model.graph.depth
     names.check_best_metric(train_config.best_metric, head_depths)
     optimizer, schedule = optim.make_optimizer(config.optimizer, train_config.num_steps)
     graphdef, state = steps.create_train_state(model, optimizer)
@@ -213,6 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             )
     if jax.process_index() == 0:
         rundir.save_config(workdir, config)
+        rundir.save_json(workdir, rundir.DATASET_SUMMARY_FILE, dataset.summary)
+        if dataset.split_stems is not None:
+            rundir.save_json(workdir, rundir.SPLITS_FILE, dataset.split_stems)
 
     train_step = jax.jit(
         steps.make_train_step(
@@ -233,6 +249,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             threshold=train_config.eval_threshold,
         )
     )
+    if full_size_validation(dataset):
+        all_heads = full_size.all_heads_function(graphdef, info.output_activation)
+        logger.info(
+            "validation images vary in size: each is scored at full size, overlap-tiled with "
+            "%d-pixel tiles",
+            max(config.data.patch_size),
+        )
+
+        def eval_step(state):  # the full-size pass: a whole validation pass per call
+            return full_size.validate(
+                all_heads,
+                state.params,
+                state.model_state,
+                dataset,
+                "validation",
+                head_depths,
+                output_activation=info.output_activation,
+                threshold=train_config.eval_threshold,
+                tile=max(config.data.patch_size),
+                align=2**graph_depth,
+            )
 
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     start = int(state.step)

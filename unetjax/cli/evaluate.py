@@ -68,34 +68,43 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _counts_fn(output_activation: str, thresholds: Sequence[float]) -> Callable:
-    """jit: (probabilities, mask) -> counts (B, T, K, 4) at every threshold."""
-    return jax.jit(
-        functools.partial(
-            counts_at_thresholds,
-            output_activation=output_activation,
-            thresholds=tuple(thresholds),
-        )
+def _counts_fn(output_activation: str, thresholds: Sequence[float], *, jit: bool) -> Callable:
+    """(probabilities, mask) -> counts (B, T, K, 4) at every threshold; jitted for batches of
+    one shape, eager for images of varied sizes (a compile per size would cost more)."""
+    counts = functools.partial(
+        counts_at_thresholds, output_activation=output_activation, thresholds=tuple(thresholds)
     )
+    return jax.jit(counts) if jit else counts
 
 
 def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], np.ndarray]:
-    """(B, *spatial, C) -> probabilities, for any spatial size."""
+    """(B, *spatial, C) -> probabilities, for any spatial size (sizes that are not multiples
+    of 2^D are padded to a size bucket, so a split of varied sizes compiles a few shapes)."""
 
     def predict(images: np.ndarray) -> np.ndarray:
         aligned = all(s % predictor.align == 0 for s in images.shape[1:-1])
-        if tile is None and aligned:
+        if tile is None and aligned and len(images) > 1:
             return predictor.predict_batch(images)
-        return np.stack([predictor.predict(image, tile=tile) for image in images])
+        return np.stack([predictor.predict(image, tile=tile, bucket=True) for image in images])
 
     return predict
+
+
+def split_batches(dataset: data.Dataset, split: str, batch_size: int):
+    """The split as batches: stacked when its images share a size (or are centre-cropped),
+    else one full-size image at a time (a batch of one)."""
+    if dataset.config.eval_patch_size is None and dataset.info.uniform_size.get(split) is False:
+        for example in data.eval_examples(dataset, split):
+            yield {key: np.asarray([value]) for key, value in example.items()}
+        return
+    yield from data.eval_batches(dataset, split, batch_size=batch_size)
 
 
 def split_pass(predict, dataset: data.Dataset, split: str, counts_fn, batch_size: int, score=None):
     """Counts (N, T, K, 4) over the split's valid images, the first image (for timing), and,
     with `score(probabilities, batch, case_ids)`, the per-case rows it returns."""
     gathered, first, rows, seen = [], None, [], 0
-    for batch in data.eval_batches(dataset, split, batch_size=batch_size):
+    for batch in split_batches(dataset, split, batch_size):
         probabilities = predict(batch["image"])
         counts = np.asarray(counts_fn(probabilities, batch["mask"]))
         gathered.append(counts[batch["valid"]])
@@ -161,7 +170,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     thresholds = [threshold] + (
         [t for t in SWEEP if t != threshold] if args.sweep and sigmoid else []
     )
-    counts_fn = _counts_fn(output_activation, thresholds if sigmoid else [threshold])
+    varied = data_config.eval_patch_size is None and (
+        dataset.info.uniform_size.get(args.split) is False
+        or (args.sweep and dataset.info.uniform_size.get("validation") is False)
+    )
+    counts_fn = _counts_fn(
+        output_activation, thresholds if sigmoid else [threshold], jit=not varied
+    )
+    if varied and not args.tile:
+        # Whole images of many sizes: tiles of the training patch size, compiled once.
+        args.tile = max(int(t) for t in data_config.patch_size)
     tile = common.tile_options(args.tile, batch_size=args.batch_size)
     rows, case_rows = [], []
     for depth, mode in wanted:
