@@ -8,6 +8,9 @@ images), the parameter count of the pruned network and its latency per image (ba
 --repeats timed calls after compilation). `--sweep` tries thresholds 0.05..0.95 on the validation
 split, picks the best by IoU per depth and mode, and reports the evaluated split at it too.
 Writes <output>/evaluation.json, evaluation.md and pruning.png (IoU against latency).
+With --latency-budget-ms (and --sweep), also writes <model>/deploy.json: the most accurate
+setting whose latency (at --image-size, default a validation image's) fits the budget, which
+export and predict then use by default.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from unetjax import data, inference, rundir
 from unetjax.cli import common, plot
 from unetjax.evaluation import tables
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
+from unetjax.inference import deploy_choice
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 SPLITS = ("train", "validation", "test")
@@ -53,6 +57,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, default=0, help="overlap-tile size; 0: whole images")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     parser.add_argument("--repeats", type=int, default=10, help="timed calls for the latency")
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=None,
+        help="with --sweep: write deploy.json, the most accurate setting within this latency",
+    )
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", default=None, help="latency image size, e.g. 512 512"
+    )
     parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
     parser.add_argument("--output", default=None, help="default: <model>/eval_<split>")
     common.add_verbose_flag(parser)
@@ -150,6 +163,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         )
         predict = _predict_fn(predictor, tile)
         counts, first = split_counts(predict, data_config, args.split, counts_fn, args.batch_size)
+        timing_image = deploy_choice.timing_image(args.image_size, first)
         row = {
             "depth": depth,
             "mode": mode,
@@ -157,7 +171,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "num_images": int(counts.shape[0]),
             "threshold": threshold,
             **_scores(counts[:, 0], output_activation),
-            "latency_ms": latency_ms(predict, first, args.repeats),
+            "latency_ms": latency_ms(predict, timing_image, args.repeats),
         }
         if len(thresholds) > 1:
             validation = counts
@@ -194,12 +208,15 @@ def evaluate(args: argparse.Namespace) -> dict:
         "tile": args.tile or None,
         "latency": f"batch 1, median of {args.repeats} calls after compilation, host transfer "
         "included",
+        "latency_image_size": list(timing_image.shape[1:-1]),
         "results": rows,
     }
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.latency_budget_ms is not None and not args.sweep:
+        raise common.UsageError("--latency-budget-ms picks by validation IoU: add --sweep")
     common.configure_logging()
     report = evaluate(args)
     output = args.output or os.path.join(args.model, f"eval_{args.split}")
@@ -216,6 +233,13 @@ def main(argv: list[str]) -> int:
     )
     print(table)
     print(f"evaluate: wrote evaluation.json, evaluation.md and pruning.png to {output}")
+    if args.latency_budget_ms is not None:
+        choice = deploy_choice.choose(report, args.latency_budget_ms, report["latency_image_size"])
+        path = deploy_choice.write(args.model, choice)
+        print(
+            f"evaluate: chose L{choice['depth']} {choice['mode']}: "
+            f"{deploy_choice.describe(choice, path)}"
+        )
     return common.EXIT_OK
 
 

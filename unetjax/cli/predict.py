@@ -1,8 +1,14 @@
-"""Predict masks for images or volumes with a trained run (or an exported model).
+"""Predict masks for images or volumes with a trained run, an exported model or an artifact.
 
     python predict.py --model runs/cells --output masks/ images/ "more/*.png" one.tif
     python -m unetjax.cli.predict --model runs/cells --output masks/ --depth 2 --mode fast \\
         --tile 256 --tta --overlay images/
+    python predict.py --model cells.stablehlo --output masks/ --tta images/   # or cells.onnx
+
+With a run and neither --depth nor --mode, the run's deploy.json (from `evaluate
+--latency-budget-ms`) picks the setting and threshold when present. A .stablehlo or .onnx
+artifact (from `export --format`) runs with jax or onnxruntime alone, at its own depth, mode
+and threshold (--threshold overrides it), with the same tiling, TTA and output files.
 
 Every input that cannot be read or does not fit the model is reported and skipped; the others
 are still written. The exit status is 1 when any input failed.
@@ -16,6 +22,7 @@ import pathlib
 import sys
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.ndimage
@@ -26,6 +33,7 @@ from PIL import Image
 from unetjax import inference
 from unetjax.cli import common
 from unetjax.data import image_io
+from unetjax.inference import artifact_format, artifact_runner, deploy_choice
 
 FORMATS = ("png", "tiff", "npy")
 CONTOUR_COLOURS = ((255, 64, 64), (64, 255, 64), (64, 128, 255), (255, 255, 0), (255, 0, 255))
@@ -36,12 +44,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    parser.add_argument("--model", required=True, help="run directory or exported model")
+    parser.add_argument(
+        "--model", required=True, help="run directory, exported model, .stablehlo or .onnx"
+    )
     parser.add_argument("--output", required=True, help="folder for the masks")
     parser.add_argument("--depth", type=int, default=None, help="prune to depth L (default: all)")
-    parser.add_argument("--mode", choices=inference.MODES, default="fast")
+    parser.add_argument("--mode", choices=inference.MODES, default=None, help="default: fast")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="sigmoid outputs only")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="sigmoid outputs only (default: deploy.json's or the artifact's, else 0.5)",
+    )
     parser.add_argument("--min-size", type=int, default=0, help="drop smaller components")
     parser.add_argument("--format", choices=FORMATS, default="png", help="mask file format")
     parser.add_argument("--tile", type=int, default=0, help="tile size; 0 predicts whole images")
@@ -132,14 +147,55 @@ def overlay(image: np.ndarray, labels: np.ndarray, spatial_dims: int) -> np.ndar
     return rgb
 
 
+class LoadedModel(NamedTuple):
+    """A Predictor (run or export) or an ArtifactRunner: both predict, check_image and
+    postprocess alike; and what reading inputs and writing masks need from it."""
+
+    model: inference.Predictor | artifact_runner.ArtifactRunner
+    spatial_dims: int
+    color_mode: str
+    threshold: float
+    summary: str
+
+
+def load_model(args: argparse.Namespace) -> LoadedModel:
+    """An artifact by its file name, else a run or export at the requested (or deploy.json's)
+    setting, with the threshold to apply."""
+    if artifact_format.artifact_format(args.model):
+        given = [f"--{name}" for name in ("depth", "mode", "step", "dtype") if getattr(args, name)]
+        if given:
+            raise common.UsageError(
+                f"{' '.join(given)} apply to run directories; an artifact is fixed at export"
+            )
+        try:
+            runner = artifact_runner.load_artifact(args.model)
+        except ImportError as error:  # onnxruntime (the optional deploy extra) is missing
+            raise common.UsageError(str(error)) from None
+        threshold = runner.threshold if args.threshold is None else args.threshold
+        return LoadedModel(
+            runner, runner.spatial_dims, runner.color_mode, threshold, runner.describe()
+        )
+    setting = deploy_choice.resolve(args.model, args.depth, args.mode)
+    predictor = inference.load_predictor(
+        args.model, depth=setting.depth, mode=setting.mode, step=args.step, dtype=args.dtype
+    )
+    print(f"predict: L{predictor.depth} {predictor.mode}: {setting.reason}")
+    threshold = args.threshold
+    if threshold is None:
+        threshold = 0.5 if setting.threshold is None else float(setting.threshold)
+    color_mode = predictor.config.get("data", {}).get("color_mode", "auto")
+    summary = (
+        f"{args.model} step {predictor.step}, depth {predictor.depth} ({predictor.mode}), "
+        f"{predictor.num_params:,} parameters"
+    )
+    return LoadedModel(predictor, predictor.spec.spatial_dims, color_mode, threshold, summary)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     common.configure_logging()
-    predictor = inference.load_predictor(
-        args.model, depth=args.depth, mode=args.mode, step=args.step, dtype=args.dtype
-    )
-    spec = predictor.spec
-    if spec.spatial_dims == 3 and args.format == "png":
+    model, spatial_dims, color_mode, threshold, summary = load_model(args)
+    if spatial_dims == 3 and args.format == "png":
         raise common.UsageError("a 3D model writes volumes; use --format tiff or npy")
     tile = common.tile_options(
         args.tile,
@@ -148,34 +204,28 @@ def main(argv: list[str]) -> int:
         batch_size=args.batch_size,
         border=args.border,
     )
-    color_mode = predictor.config.get("data", {}).get("color_mode", "auto")
-    binary = spec.output_activation == "sigmoid"
+    binary = model.output_activation == "sigmoid"
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     if args.overlay:
         (output / "overlays").mkdir(exist_ok=True)
 
     files, failures = expand_inputs(args.inputs)
-    print(
-        f"predict: {len(files)} inputs, {args.model} step {predictor.step}, depth "
-        f"{predictor.depth} ({predictor.mode}), {predictor.num_params:,} parameters"
-    )
+    print(f"predict: {len(files)} inputs, {summary}")
     written = 0
     start = time.perf_counter()
     progress = tqdm.tqdm(files, unit="image", disable=not args.progress, file=sys.stderr)
     for path, name in zip(progress, unique_names(files), strict=True):
         try:
-            image = image_io.read_image(path, spec.spatial_dims, color_mode)
-            predictor.check_image(image, str(path))
-            probabilities = predictor.predict(image, tile=tile, tta=args.tta)
-            labels = predictor.postprocess(
-                probabilities, threshold=args.threshold, min_size=args.min_size
-            )
+            image = image_io.read_image(path, spatial_dims, color_mode)
+            model.check_image(image, str(path))
+            probabilities = model.predict(image, tile=tile, tta=args.tta)
+            labels = model.postprocess(probabilities, threshold=threshold, min_size=args.min_size)
             write_mask(labels, output / name, args.format, binary=binary)
             if args.probabilities:
                 np.save(output / f"{name}_probabilities.npy", probabilities)
             if args.overlay:
-                Image.fromarray(overlay(image, labels, spec.spatial_dims)).save(
+                Image.fromarray(overlay(image, labels, spatial_dims)).save(
                     output / "overlays" / f"{name}.png"
                 )
             written += 1
