@@ -25,7 +25,6 @@ from unetjax.inference import (
     artifact,
     artifact_format,
     artifact_runner,
-    deploy_choice,
     preprocessing,
 )
 
@@ -96,6 +95,13 @@ def exported(tmp_path_factory):
         "predictors": predictors,
         "models": models,
     }
+
+
+def _entry(exported, dims, depth, mode):
+    """The manifest entry of one exported setting."""
+    return next(
+        e for e in exported["entries"] if (e["dims"], e["depth"], e["mode"]) == (dims, depth, mode)
+    )
 
 
 # Run by a bare interpreter: the runtime, numpy and json only; prints the largest differences.
@@ -179,33 +185,19 @@ def test_an_artifact_holds_only_its_subgraph_and_is_smaller_when_pruned(exported
 
 
 def test_the_sidecar_describes_input_output_and_the_training_config(exported):
-    entry = next(e for e in exported["entries"] if (e["dims"], e["depth"]) == (3, 2))
+    entry = _entry(exported, 3, 2, "accurate")
     stablehlo = artifact_format.read_sidecar(entry["stablehlo"])
     onnx = artifact_format.read_sidecar(entry["cases"][1]["onnx"])
-    assert stablehlo["input"] | {"spatial_size": None} == {
-        "name": "image",
-        "layout": "NDHWC",
-        "dtype": "float32",
-        "channels": 1,
-        "value_range": [0.0, 1.0],
-        "color_mode": "auto",
-        "spatial_dims": 3,
-        "batch": "any",
-        "spatial_size": None,
-    }
-    assert stablehlo["input"]["spatial_size"] == {"multiple_of": 4}
+    inputs, model = stablehlo["input"], stablehlo["model"]
+    expected_input = {"name": "image", "layout": "NDHWC", "dtype": "float32", "channels": 1}
+    assert {key: inputs[key] for key in expected_input} == expected_input
+    assert (inputs["value_range"], inputs["spatial_dims"], inputs["batch"]) == ([0, 1], 3, "any")
+    assert inputs["spatial_size"] == {"multiple_of": 4}
     assert onnx["input"]["spatial_size"] == {"fixed": [16, 8, 8]}
     assert stablehlo["output"]["activation"] == "sigmoid" and stablehlo["output"]["classes"] == 1
-    assert stablehlo["model"] | {"parameters": 0, "source": ""} == {
-        "architecture": "unet_plusplus",
-        "depth": 2,
-        "full_depth": 2,
-        "mode": entry["mode"],
-        "parameters": 0,
-        "step": 7,
-        "compute_dtype": "float32",
-        "source": "",
-    }
+    expected_model = {"architecture": "unet_plusplus", "depth": 2, "full_depth": 2, "step": 7}
+    assert {key: model[key] for key in expected_model} == expected_model
+    assert model["mode"] == "accurate" and model["compute_dtype"] == "float32"
     assert stablehlo["normalization"] == {"kind": "unit", "mean": None, "std": None}
     assert set(stablehlo["runtime"]["platforms"]) == {"cpu", "cuda"}
     # The documented hash: SHA-256 of config.json as canonical JSON.
@@ -216,9 +208,7 @@ def test_the_sidecar_describes_input_output_and_the_training_config(exported):
 
 
 def test_the_runner_tiles_mirrors_and_pads_as_the_predictor_does(exported):
-    entry = next(
-        e for e in exported["entries"] if (e["dims"], e["depth"], e["mode"]) == (2, 2, "accurate")
-    )
+    entry = _entry(exported, 2, 2, "accurate")
     predictor = exported["predictors"][2, 2, "accurate"]
     stablehlo = artifact_runner.load_artifact(entry["stablehlo"])
     onnx = artifact_runner.load_artifact(entry["cases"][0]["onnx"])  # fixed at 32x40
@@ -244,6 +234,9 @@ def test_the_runner_tiles_mirrors_and_pads_as_the_predictor_does(exported):
     np.testing.assert_allclose(onnx.predict(large), predictor.predict(large, tile=tiles), atol=1e-5)
     labels = onnx.postprocess(onnx.predict(large), min_size=0)
     assert labels.shape == (70, 45) and labels.dtype == np.uint8
+    onnx.check_tile(tiles)  # its own size is the one tile it takes
+    with pytest.raises(ValueError, match="takes 32x40 only and tiles with it"):
+        onnx.check_tile(inference.TileOptions(tile=64))
 
 
 def test_labels_and_dataset_normalisation_are_inside_the_artifact(exported, tmp_path):
@@ -304,9 +297,7 @@ def _copy(path, target_dir):
 
 @pytest.mark.parametrize("fmt", ["stablehlo", "onnx"])
 def test_bad_artifacts_give_one_line_errors_naming_the_problem(exported, tmp_path, fmt):
-    entry = next(
-        e for e in exported["entries"] if (e["dims"], e["depth"], e["mode"]) == (2, 1, "fast")
-    )
+    entry = _entry(exported, 2, 1, "fast")
     source = entry["stablehlo"] if fmt == "stablehlo" else entry["cases"][0]["onnx"]
 
     truncated = _copy(source, tmp_path)
@@ -385,9 +376,7 @@ def test_the_deployer_snippet_in_the_docs_runs_as_written(exported, tmp_path):
     text = (REPO / "docs" / "inference.md").read_text()
     section = text[text.index("### Deploy") :]
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    entry = next(
-        e for e in exported["entries"] if (e["dims"], e["depth"], e["mode"]) == (2, 3, "fast")
-    )
+    entry = _entry(exported, 2, 3, "fast")
     for source, name in (
         (entry["stablehlo"], "model.stablehlo"),
         (entry["cases"][0]["onnx"], "model.onnx"),
@@ -399,46 +388,6 @@ def test_the_deployer_snippet_in_the_docs_runs_as_written(exported, tmp_path):
         "import sys\n" + snippet + check + "print(probabilities.shape, mask.dtype)", cwd=tmp_path
     )
     assert output.strip().splitlines()[-1] == "(1, 32, 40, 1) bool"
-
-
-def test_the_depth_picker_takes_the_most_accurate_setting_within_the_budget(tmp_path):
-    def row(depth, mode, latency, iou, threshold=0.5):
-        return {
-            "depth": depth,
-            "mode": mode,
-            "latency_ms": latency,
-            "sweep": {"best_threshold": threshold, "validation_iou": iou},
-        }
-
-    report = {
-        "split": "test",
-        "device": "cpu x1",
-        "step": 9,
-        "results": [
-            row(1, "fast", 2.0, 0.70),
-            row(2, "fast", 4.0, 0.80, threshold=0.35),
-            row(2, "accurate", 3.5, 0.80, threshold=0.4),
-            row(3, "fast", 9.0, 0.90),
-        ],
-    }
-    choice = deploy_choice.choose(report, 5.0, (96, 96))
-    # L3 is the most accurate but over budget; L2 ties on IoU, and the faster one wins.
-    assert (choice["depth"], choice["mode"], choice["threshold"]) == (2, "accurate", 0.4)
-    assert choice["budget_ms"] == 5.0 and choice["image_size"] == [96, 96]
-    assert deploy_choice.choose(report, 100, (96, 96))["depth"] == 3
-    with pytest.raises(ValueError, match=r"fastest is L1 fast at 2.00 ms"):
-        deploy_choice.choose(report, 1.0, (96, 96))
-
-    assert deploy_choice.resolve(tmp_path, None, None).depth is None  # no deploy.json yet
-    deploy_choice.write(tmp_path, choice)
-    setting = deploy_choice.resolve(tmp_path, None, None)
-    assert (setting.depth, setting.mode, setting.threshold) == (2, "accurate", 0.4)
-    assert "deploy.json: the most accurate setting within 5 ms at 96x96 on cpu x1" in setting.reason
-    given = deploy_choice.resolve(tmp_path, 1, None)  # the user's choice wins
-    assert (given.depth, given.mode, given.threshold) == (1, "fast", None)
-    (tmp_path / "deploy.json").write_text("{")
-    with pytest.raises(ValueError, match=r"deploy\.json: not readable JSON"):
-        deploy_choice.read(tmp_path)
 
 
 def test_interpolating_models_export_to_stablehlo_and_onnx_says_it_cannot(tmp_path):

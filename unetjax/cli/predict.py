@@ -204,6 +204,8 @@ def main(argv: list[str]) -> int:
         batch_size=args.batch_size,
         border=args.border,
     )
+    if isinstance(model, artifact_runner.ArtifactRunner):
+        model.check_tile(tile)
     binary = model.output_activation == "sigmoid"
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

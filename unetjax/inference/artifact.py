@@ -74,10 +74,13 @@ def export_stablehlo(
     *,
     threshold: float = 0.5,
     labels: bool = False,
-    platforms: Sequence[str] = STABLEHLO_PLATFORMS,
+    platforms: Sequence[str] | None = STABLEHLO_PLATFORMS,
     normalization: preprocessing.Normalization | None = None,
 ) -> dict[str, Any]:
-    """Writes `path` (.stablehlo) and its sidecar; returns the sidecar's fields."""
+    """Writes `path` (.stablehlo) and its sidecar; returns the sidecar's fields.
+
+    platforms: what to lower for ("cpu", "cuda", "rocm", "tpu"); None: this machine's.
+    """
     path = _check_path(path, "stablehlo")
     normalization = normalization or preprocessing.normalization_from_config(predictor.config)
     function = deployable_function(
@@ -88,9 +91,9 @@ def export_stablehlo(
         ", ".join(["b", *(f"{predictor.align}*{axis}" for axis in spatial)])
         + f", {predictor.spec.in_channels}"
     )
-    exported = jax.export.export(jax.jit(function), platforms=tuple(platforms))(
-        jax.ShapeDtypeStruct(shape, jnp.float32)
-    )
+    exported = jax.export.export(
+        jax.jit(function), platforms=None if platforms is None else tuple(platforms)
+    )(jax.ShapeDtypeStruct(shape, jnp.float32))
     with open(path, "wb") as f:
         f.write(exported.serialize())
     runtime = {"platforms": list(exported.platforms), "jax": jax.__version__}

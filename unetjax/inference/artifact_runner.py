@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -138,7 +138,25 @@ class ArtifactRunner:
             return self.predict_batch(padded[None])[0][crop]
         return self._tiled(image, tile)
 
+    def check_tile(self, tile: TileOptions | None) -> None:
+        """A ValueError when a tile size is asked of an ONNX artifact, whose tile is its size."""
+        if tile is None or self.fixed_shape is None:
+            return
+        asked = (tile.tile,) * self.spatial_dims if isinstance(tile.tile, int) else tile.tile
+        if tuple(asked) != self.fixed_shape:
+            size = "x".join(map(str, self.fixed_shape))
+            raise ValueError(
+                f"tile {tile.tile}: {self.path} takes {size} only and tiles with it; omit the "
+                "tile size, or export another artifact with --image-size"
+            )
+
     def _tiled(self, image: np.ndarray, tile: TileOptions) -> np.ndarray:
+        if self.normalization.kind == "zscore_image":
+            logger.warning(
+                "%s normalises each input by its own statistics: tiles are normalised one by "
+                "one, not as the whole image",
+                self.path,
+            )
         return tiling.predict_tiled(
             self.predict_batch,
             image,
@@ -202,6 +220,16 @@ def load_artifact(path: str | os.PathLike) -> ArtifactRunner:
     return runner
 
 
+def runs_here(platforms: Sequence[str]) -> bool:
+    """Whether code lowered for `platforms` runs on this machine's default device (jax calls
+    a CUDA or ROCm device's platform "gpu")."""
+    import jax
+
+    platform = jax.devices()[0].platform
+    served = {"cuda", "rocm"} if platform == "gpu" else {platform}
+    return bool(served & set(platforms))
+
+
 def _stablehlo_runner(path: str, sidecar: dict[str, Any]) -> Callable[..., np.ndarray]:
     import jax
     import jax.numpy as jnp
@@ -215,11 +243,11 @@ def _stablehlo_runner(path: str, sidecar: dict[str, Any]) -> Callable[..., np.nd
             f"{path}: not a readable StableHLO artifact ({type(error).__name__}: {error}); "
             "export it again"
         ) from None
-    platform = jax.devices()[0].platform
-    if platform not in exported.platforms:
+    if not runs_here(exported.platforms):
+        platform = jax.devices()[0].platform
         raise ValueError(
             f"{path} was exported for {', '.join(exported.platforms)}, not this {platform}; "
-            f"export with --platforms {platform}"
+            "export it again with --platforms naming this machine's"
         )
     labels = sidecar["output"].get("labels") is not None
 
