@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -198,3 +199,135 @@ def test_evaluate_keeps_every_case_and_its_summary_means_are_the_csv_means(train
             np.testing.assert_allclose(entry["mean"], finite.mean(), rtol=1e-9)
             assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"] or len(finite) < 2
     assert {"f1_instance", "pq"} <= set(rows[0])  # the synthetic cells have instance labels
+
+
+def test_the_depth_picker_writes_deploy_json_that_export_and_predict_follow(trained, tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs the deploy extra")
+    workdir, images, env = trained
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)  # deploy.json goes into the run: keep the shared one clean
+    _run(
+        [
+            *("evaluate.py", "--model", str(run), "--sweep", "--latency-budget-ms", "1e6"),
+            *("--image-size", "32", "32", "--repeats", "1", "--output", str(tmp_path / "eval")),
+        ],
+        env,
+    )
+    choice = json.loads((run / "deploy.json").read_text())
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    best = max(report["results"], key=lambda r: (r["sweep"]["validation_iou"], -r["latency_ms"]))
+    assert (choice["depth"], choice["mode"]) == (best["depth"], best["mode"])
+    assert choice["threshold"] == best["sweep"]["best_threshold"]
+    assert choice["image_size"] == [32, 32] and choice["budget_ms"] == 1e6
+    assert len(choice["considered"]) == len(report["results"]) == 4
+
+    artifact = tmp_path / "model.stablehlo"
+    result = _run(
+        [
+            "-m",
+            "unetjax.cli.export",
+            "--model",
+            str(run),
+            "--format",
+            "stablehlo",
+            "--output",
+            str(artifact),
+        ],
+        env,
+    )
+    assert f"L{choice['depth']} {choice['mode']}: {run / 'deploy.json'}" in result.stdout
+    sidecar = json.loads((tmp_path / "model.stablehlo.json").read_text())
+    assert (sidecar["model"]["depth"], sidecar["model"]["mode"]) == (
+        choice["depth"],
+        choice["mode"],
+    )
+    assert sidecar["output"]["threshold"] == choice["threshold"]
+
+    # The artifact and the run (at deploy.json's setting) write the same masks and probabilities.
+    common = [
+        "--format",
+        "npy",
+        "--probabilities",
+        "--tta",
+        "--no-progress",
+        str(images / "cell_*.png"),
+    ]
+    _run(["predict.py", "--model", str(artifact), "--output", str(tmp_path / "a"), *common], env)
+    result = _run(
+        ["predict.py", "--model", str(run), "--output", str(tmp_path / "r"), *common], env
+    )
+    assert "deploy.json" in result.stdout
+    for name in ("cell_a", "cell_b"):
+        np.testing.assert_allclose(
+            np.load(tmp_path / "a" / f"{name}_probabilities.npy"),
+            np.load(tmp_path / "r" / f"{name}_probabilities.npy"),
+            atol=1e-5,
+        )
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "a" / f"{name}.npy"), np.load(tmp_path / "r" / f"{name}.npy")
+        )
+
+
+def test_an_onnx_artifact_predicts_any_image_size_as_the_run_tiles_it(trained, tmp_path):
+    pytest.importorskip("jax2onnx", reason="needs the deploy extra")
+    workdir, images, env = trained
+    artifact = tmp_path / "model.onnx"
+    result = _run(
+        [
+            "-m",
+            "unetjax.cli.export",
+            "--model",
+            str(workdir),
+            "--format",
+            "onnx",
+            "--depth",
+            "1",
+            "--image-size",
+            "32",
+            "32",
+            "--output",
+            str(artifact),
+        ],
+        env,
+    )
+    assert "any batch at 32x32" in result.stdout and "checked with its runtime" in result.stdout
+    # The 70x45 image is tiled with the artifact's 32x32: as the run predicts it with --tile 32.
+    common = ["--format", "npy", "--probabilities", "--no-progress", str(images / "large.png")]
+    _run(["predict.py", "--model", str(artifact), "--output", str(tmp_path / "a"), *common], env)
+    _run(
+        [
+            "predict.py",
+            "--model",
+            str(workdir),
+            "--depth",
+            "1",
+            "--tile",
+            "32",
+            "--output",
+            str(tmp_path / "r"),
+            *common,
+        ],
+        env,
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "a" / "large_probabilities.npy"),
+        np.load(tmp_path / "r" / "large_probabilities.npy"),
+        atol=1e-5,
+    )
+    result = _run(
+        [
+            "predict.py",
+            "--model",
+            str(artifact),
+            "--depth",
+            "2",
+            "--output",
+            str(tmp_path / "x"),
+            str(images / "large.png"),
+        ],
+        env,
+        check_rc=2,
+    )
+    assert result.stderr.strip() == (
+        "predict: error: --depth apply to run directories; an artifact is fixed at export"
+    )

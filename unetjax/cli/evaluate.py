@@ -12,6 +12,9 @@ Dice, IoU, precision, recall, HD95, ASSD, NSD; object F1 and PQ where the data h
 summary.json (mean, sd, median, n and a 95% bootstrap CI per metric, setting and class),
 evaluation.json, evaluation.md, and figures as PNG and SVG: pruning (Dice against latency, CI
 error bars) and per_case (the distribution per setting).
+With --latency-budget-ms (and --sweep), also writes <model>/deploy.json: the most accurate
+setting whose latency (at --image-size, default a validation image's) fits the budget, which
+export and predict then use by default.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from unetjax import data, inference, rundir
 from unetjax.cli import common
 from unetjax.evaluation import reports, scoring
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
+from unetjax.inference import deploy_choice
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 SPLITS = ("train", "validation", "test")
@@ -56,6 +60,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, default=0, help="overlap-tile size; 0: whole images")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     parser.add_argument("--repeats", type=int, default=10, help="timed calls for the latency")
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=None,
+        help="with --sweep: write deploy.json, the most accurate setting within this latency",
+    )
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", default=None, help="latency image size, e.g. 512 512"
+    )
     parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
     parser.add_argument(
         "--nsd-tolerance",
@@ -205,6 +218,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             lambda p, b, ids, score=score: score(p, b, case_ids=ids),
         )
         case_rows += setting_cases
+        timing_image = deploy_choice.timing_image(args.image_size, first)
         row = {
             "depth": depth,
             "mode": mode,
@@ -212,7 +226,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "num_images": int(counts.shape[0]),
             "threshold": threshold,
             **_scores(counts[:, 0], output_activation),
-            "latency_ms": latency_ms(predict, first, args.repeats),
+            "latency_ms": latency_ms(predict, timing_image, args.repeats),
         }
         if len(thresholds) > 1:
             validation = counts
@@ -253,6 +267,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "scored": scored_text(config.data, args.tile),
         "latency": f"batch 1, median of {args.repeats} calls after compilation, host transfer "
         "included",
+        "latency_image_size": list(timing_image.shape[1:-1]),
         "results": rows,
         "case_rows": case_rows,
     }
@@ -260,6 +275,8 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.latency_budget_ms is not None and not args.sweep:
+        raise common.UsageError("--latency-budget-ms picks by validation IoU: add --sweep")
     common.configure_logging()
     report = evaluate(args)
     output = args.output or os.path.join(args.model, f"eval_{args.split}")
@@ -267,6 +284,13 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(output, reports.TABLE_FILE)) as f:
         print(f.read())
     print(f"evaluate: wrote {', '.join(written)} to {output}")
+    if args.latency_budget_ms is not None:
+        choice = deploy_choice.choose(report, args.latency_budget_ms, report["latency_image_size"])
+        path = deploy_choice.write(args.model, choice)
+        print(
+            f"evaluate: chose L{choice['depth']} {choice['mode']}: "
+            f"{deploy_choice.describe(choice, path)}"
+        )
     return common.EXIT_OK
 
 

@@ -1,40 +1,145 @@
-"""Export a run pruned to depth L: a self-contained model directory with only that subgraph.
+"""Export a run pruned to depth L: an Orbax model directory or one StableHLO / ONNX file.
 
     python -m unetjax.cli.export --model runs/cells --depth 2 --mode fast --output models/cells_l2
+    python -m unetjax.cli.export --model runs/cells --format stablehlo --output cells.stablehlo
+    python -m unetjax.cli.export --model runs/cells --format onnx --image-size 512 512 \\
+        --output cells.onnx
 
-The output has a run's layout (config.json, checkpoints/<step>/) and works wherever a run does:
-`predict.py --model models/cells_l2 ...`, `evaluate.py --model models/cells_l2`.
+orbax (default): a directory in a run's layout (config.json, checkpoints/<step>/) that works
+wherever a run does (`predict.py --model models/cells_l2`, `evaluate.py`).
+stablehlo / onnx: one file with the run's input normalisation in front and probabilities (and
+with --labels the hard mask) behind, plus a JSON sidecar `<output>.json`; running it needs only
+jax or onnxruntime (`predict.py --model cells.stablehlo`, or docs/inference.md's snippet).
+StableHLO takes any batch and spatial sizes that are multiples of 2^D; ONNX any batch at the one
+--image-size it was exported for (default: deploy.json's latency size, else the training patch).
+
+Without --depth and --mode, the setting in the run's deploy.json (written by
+`evaluate --sweep --latency-budget-ms`) is used when present, else the deepest, fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from unetjax import inference
 from unetjax.cli import common
+from unetjax.inference import artifact, artifact_format, artifact_runner, deploy_choice
+
+FORMATS = ("orbax", *artifact_format.FORMATS)
 
 
-def main(argv: list[str]) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True, help="run directory")
-    parser.add_argument("--depth", type=int, required=True, help="prune to depth L")
-    parser.add_argument("--mode", choices=inference.MODES, default="fast")
+    parser.add_argument("--depth", type=int, default=None, help="prune to depth L")
+    parser.add_argument("--mode", choices=inference.MODES, default=None, help="default: fast")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    parser.add_argument("--output", required=True, help="new directory for the exported model")
+    parser.add_argument("--format", choices=FORMATS, default="orbax")
+    parser.add_argument(
+        "--output", required=True, help="new directory (orbax) or file (.stablehlo, .onnx)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="sigmoid threshold recorded (and applied by --labels); default: deploy.json's, "
+        "else the run's train.eval_threshold or 0.5",
+    )
+    parser.add_argument("--labels", action="store_true", help="also output the hard mask")
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", default=None, help="onnx: the spatial size"
+    )
+    parser.add_argument(
+        "--platforms",
+        default=",".join(artifact.STABLEHLO_PLATFORMS),
+        help="stablehlo: comma-separated platforms to lower for (cpu, cuda, rocm, tpu)",
+    )
+    parser.add_argument("--opset", type=int, default=artifact.ONNX_OPSET, help="onnx opset")
     common.add_verbose_flag(parser)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.format != "orbax" and artifact_format.artifact_format(args.output) != args.format:
+        raise common.UsageError(
+            f"--format {args.format} writes a file: --output NAME.{args.format}"
+        )
+    if args.format != "onnx" and args.image_size:
+        raise common.UsageError("--image-size applies to --format onnx (StableHLO takes any size)")
     common.configure_logging()
-    inference.export(args.model, args.output, depth=args.depth, mode=args.mode, step=args.step)
-    predictor = inference.load_predictor(args.output, depth=args.depth, mode=args.mode)
+    setting = deploy_choice.resolve(args.model, args.depth, args.mode)
+    predictor = inference.load_predictor(
+        args.model, depth=setting.depth, mode=setting.mode, step=args.step
+    )
+    print(f"export: L{predictor.depth} {predictor.mode}: {setting.reason}")
+    if args.format == "orbax":
+        inference.export(
+            args.model, args.output, depth=predictor.depth, mode=predictor.mode, step=args.step
+        )
+        exported = inference.load_predictor(args.output, depth=predictor.depth, mode=predictor.mode)
+        print(
+            f"export: wrote {args.output}: depth {exported.depth} ({exported.mode}), step "
+            f"{exported.step}, {exported.num_params:,} parameters"
+        )
+        return common.EXIT_OK
+    threshold = _threshold(args.threshold, setting, predictor.config)
+    if args.format == "stablehlo":
+        platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+        sidecar = artifact.export_stablehlo(
+            predictor, args.output, threshold=threshold, labels=args.labels, platforms=platforms
+        )
+        shape = f"any batch, spatial sizes multiples of {predictor.align}, for {platforms}"
+    else:
+        image_size = args.image_size or _default_image_size(args.model, predictor)
+        try:
+            sidecar = artifact.export_onnx(
+                predictor,
+                args.output,
+                spatial_shape=image_size,
+                threshold=threshold,
+                labels=args.labels,
+                opset=args.opset,
+            )
+        except ImportError as error:  # the optional deploy extra is missing
+            raise common.UsageError(str(error)) from None
+        shape = f"any batch at {'x'.join(map(str, image_size))}, opset {args.opset}"
+    if args.format == "stablehlo" and not artifact_runner.runs_here(platforms):
+        check = "not run here (this machine is none of its platforms)"
+    else:
+        difference = artifact.verify(predictor, args.output)
+        check = f"checked with its runtime: max difference {difference:.1e} from the predictor"
     print(
-        f"export: wrote {args.output}: depth {args.depth} ({args.mode}), step {predictor.step}, "
-        f"{predictor.num_params:,} parameters"
+        f"export: wrote {args.output} ({os.path.getsize(args.output):,} bytes) and "
+        f"{artifact_format.sidecar_path(args.output)}: depth {predictor.depth} "
+        f"({predictor.mode}), step {predictor.step}, {predictor.num_params:,} parameters, "
+        f"{shape}, threshold {sidecar['output']['threshold']:g}; {check}"
     )
     return common.EXIT_OK
+
+
+def _threshold(given: float | None, setting: deploy_choice.Setting, config) -> float:
+    if given is not None:
+        return given
+    if setting.threshold is not None:
+        return float(setting.threshold)
+    return float((config.get("train", None) or {}).get("eval_threshold", 0.5))
+
+
+def _default_image_size(model_dir: str, predictor: inference.Predictor) -> list[int]:
+    """deploy.json's latency size (what the choice was timed at), else the training patch."""
+    choice = deploy_choice.read(model_dir)
+    if choice and choice.get("image_size"):
+        return list(choice["image_size"])
+    patch = (predictor.config.get("data", None) or {}).get("patch_size")
+    if not patch:
+        raise common.UsageError("--format onnx needs --image-size (the run records no patch_size)")
+    return [int(s) for s in patch]
 
 
 def run(argv: Sequence[str] | None = None) -> int:

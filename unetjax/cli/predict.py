@@ -1,8 +1,14 @@
-"""Predict masks for images or volumes with a trained run (or an exported model).
+"""Predict masks for images or volumes with a trained run, an exported model or an artifact.
 
     python predict.py --model runs/cells --output masks/ images/ "more/*.png" one.tif
     python -m unetjax.cli.predict --model runs/cells --output masks/ --depth 2 --mode fast \\
         --tile 256 --tta --overlay images/
+    python predict.py --model cells.stablehlo --output masks/ --tta images/   # or cells.onnx
+
+With a run and neither --depth nor --mode, the run's deploy.json (from `evaluate
+--latency-budget-ms`) picks the setting and threshold when present. A .stablehlo or .onnx
+artifact (from `export --format`) runs with jax or onnxruntime alone, at its own depth, mode
+and threshold (--threshold overrides it), with the same tiling, TTA and output files.
 
 Every input that cannot be read or does not fit the model is reported and skipped; the others
 are still written. The exit status is 1 when any input failed.
@@ -16,6 +22,7 @@ import pathlib
 import sys
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tifffile
@@ -25,6 +32,7 @@ from PIL import Image
 from unetjax import inference, overlays, rundir
 from unetjax.cli import common
 from unetjax.data import image_io
+from unetjax.inference import artifact_format, artifact_runner, deploy_choice
 
 FORMATS = ("png", "tiff", "npy")
 
@@ -34,16 +42,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    parser.add_argument("--model", required=True, help="run directory or exported model")
+    parser.add_argument(
+        "--model", required=True, help="run directory, exported model, .stablehlo or .onnx"
+    )
     parser.add_argument("--output", required=True, help="folder for the masks")
     parser.add_argument("--depth", type=int, default=None, help="prune to depth L (default: all)")
-    parser.add_argument("--mode", choices=inference.MODES, default="fast")
+    parser.add_argument("--mode", choices=inference.MODES, default=None, help="default: fast")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     parser.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="sigmoid outputs only (default: the one `evaluate --sweep` chose, else 0.5)",
+        help="sigmoid outputs only (default: the artifact's, deploy.json's, the one "
+        "`evaluate --sweep` chose for this setting, else 0.5)",
     )
     parser.add_argument("--min-size", type=int, default=0, help="drop smaller components")
     parser.add_argument("--format", choices=FORMATS, default="png", help="mask file format")
@@ -122,22 +133,69 @@ def match_channels(image: np.ndarray, channels: int) -> tuple[np.ndarray, str | 
     if have == channels:
         return image, None
     if channels == 1 and have in (3, 4):
-        return image[..., :3].mean(
-            axis=-1, keepdims=True
-        ), f"{have}-channel images converted to grayscale"
+        gray = image[..., :3].mean(axis=-1, keepdims=True)
+        return gray, f"{have}-channel images converted to grayscale"
     if channels == 3 and have == 1:
         return np.repeat(image, 3, axis=-1), "grayscale images repeated to RGB"
     return image, None  # check_image names the mismatch
 
 
+class LoadedModel(NamedTuple):
+    """A Predictor (run or export) or an ArtifactRunner: both predict, check_image and
+    postprocess alike; and what reading inputs and writing masks need from it."""
+
+    model: inference.Predictor | artifact_runner.ArtifactRunner
+    spatial_dims: int
+    color_mode: str
+    threshold: float
+    summary: str
+
+
+def load_model(args: argparse.Namespace) -> LoadedModel:
+    """An artifact by its file name, else a run or export at the requested (or deploy.json's)
+    setting, with the threshold to apply."""
+    if artifact_format.artifact_format(args.model):
+        given = [f"--{name}" for name in ("depth", "mode", "step", "dtype") if getattr(args, name)]
+        if given:
+            raise common.UsageError(
+                f"{' '.join(given)} apply to run directories; an artifact is fixed at export"
+            )
+        try:
+            runner = artifact_runner.load_artifact(args.model)
+        except ImportError as error:  # onnxruntime (the optional deploy extra) is missing
+            raise common.UsageError(str(error)) from None
+        threshold = runner.threshold if args.threshold is None else args.threshold
+        return LoadedModel(
+            runner, runner.spatial_dims, runner.color_mode, threshold, runner.describe()
+        )
+    setting = deploy_choice.resolve(args.model, args.depth, args.mode)
+    predictor = inference.load_predictor(
+        args.model, depth=setting.depth, mode=setting.mode, step=args.step, dtype=args.dtype
+    )
+    print(f"predict: L{predictor.depth} {predictor.mode}: {setting.reason}")
+    threshold, source = args.threshold, "--threshold"
+    if threshold is None and setting.threshold is not None:
+        threshold, source = float(setting.threshold), "deploy.json"
+    if threshold is None:
+        chosen = rundir.chosen_threshold(
+            args.model, predictor.depth, predictor.mode, predictor.step
+        )
+        threshold, source = chosen or (0.5, "the default")
+    if predictor.output_activation == "sigmoid":
+        print(f"predict: threshold {threshold} ({source})")
+    color_mode = predictor.config.get("data", {}).get("color_mode", "auto")
+    summary = (
+        f"{args.model} step {predictor.step}, depth {predictor.depth} ({predictor.mode}), "
+        f"{predictor.num_params:,} parameters"
+    )
+    return LoadedModel(predictor, predictor.spec.spatial_dims, color_mode, threshold, summary)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     common.configure_logging()
-    predictor = inference.load_predictor(
-        args.model, depth=args.depth, mode=args.mode, step=args.step, dtype=args.dtype
-    )
-    spec = predictor.spec
-    if spec.spatial_dims == 3 and args.format == "png":
+    model, spatial_dims, color_mode, threshold, summary = load_model(args)
+    if spatial_dims == 3 and args.format == "png":
         raise common.UsageError("a 3D model writes volumes; use --format tiff or npy")
     tile = common.tile_options(
         args.tile,
@@ -146,43 +204,37 @@ def main(argv: list[str]) -> int:
         batch_size=args.batch_size,
         border=args.border,
     )
-    color_mode = predictor.config.get("data", {}).get("color_mode", "auto")
-    binary = spec.output_activation == "sigmoid"
+    if isinstance(model, artifact_runner.ArtifactRunner):
+        model.check_tile(tile)
+    binary = model.output_activation == "sigmoid"
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     if args.overlay:
         (output / "overlays").mkdir(exist_ok=True)
 
-    threshold = args.threshold
-    if threshold is None and binary:
-        chosen = rundir.chosen_threshold(
-            args.model, predictor.depth, predictor.mode, predictor.step
-        )
-        threshold, source = chosen or (0.5, "the default")
-        print(f"predict: threshold {threshold} ({source})")
     files, failures = expand_inputs(args.inputs)
-    print(
-        f"predict: {len(files)} inputs, {args.model} step {predictor.step}, depth "
-        f"{predictor.depth} ({predictor.mode}), {predictor.num_params:,} parameters"
-    )
+    print(f"predict: {len(files)} inputs, {summary}")
     written, notes = 0, set()
-    class_names = predictor.config.get("data", {}).get("class_names")
+    class_names = getattr(model, "config", {}).get("data", {}).get("class_names")
+    # A run's predictor pads whole images to a few size buckets (few compiles for many sizes).
+    options = {"bucket": True} if isinstance(model, inference.Predictor) else {}
     start = time.perf_counter()
     progress = tqdm.tqdm(files, unit="image", disable=not args.progress, file=sys.stderr)
     for path, name in zip(progress, unique_names(files), strict=True):
         try:
-            image = image_io.read_image(path, spec.spatial_dims, color_mode)
-            image, note = match_channels(image, spec.in_channels)
+            image = image_io.read_image(path, spatial_dims, color_mode)
+            image, note = match_channels(image, model.in_channels)
             if note and note not in notes:
                 notes.add(note)
                 progress.write(
-                    f"predict: {note} for the {spec.in_channels}-channel model", file=sys.stderr
+                    f"predict: {note} for the {model.in_channels}-channel model",
+                    file=sys.stderr,
                 )
-            predictor.check_image(image, str(path))
-            probabilities = predictor.predict(image, tile=tile, tta=args.tta, bucket=True)
-            labels = predictor.postprocess(
-                probabilities, threshold=threshold or 0.5, min_size=args.min_size
-            )
+            model.check_image(image, str(path))
+            # A run's predictor takes normalised images; an artifact normalises inside.
+            network_input = model.normalize(image) if options else image
+            probabilities = model.predict(network_input, tile=tile, tta=args.tta, **options)
+            labels = model.postprocess(probabilities, threshold=threshold, min_size=args.min_size)
             write_mask(labels, output / name, args.format, binary=binary)
             if args.probabilities:
                 np.save(output / f"{name}_probabilities.npy", probabilities)

@@ -26,6 +26,7 @@ from flax import nnx
 
 from unetjax import checkpoint, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
+from unetjax.data import normalization
 from unetjax.inference import postprocess as postprocess_lib
 from unetjax.inference import tiling
 from unetjax.inference.tiling import TileOptions
@@ -106,6 +107,10 @@ class Predictor:
     def output_activation(self) -> str:
         return self.spec.output_activation
 
+    @property
+    def in_channels(self) -> int:
+        return self.spec.in_channels
+
     def model(self) -> NestedUNet:
         """The pruned module with the restored state (for export and inspection)."""
         return nnx.merge(self.graphdef, self.state)
@@ -182,6 +187,15 @@ class Predictor:
             batch_size=tile.batch_size,
             border=tile.border,
         )
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """A unit-scale image (as `image_io.read_image` gives it) normalised as the run's data
+        were in training (`config.data.normalize`, statistics in `config.normalization`)."""
+        spec = self.config.get("normalization") or {}
+        kind = spec.get("kind") or self.config.get("data", {}).get("normalize", "unit")
+        if kind == "zscore_image":
+            return normalization.standardize(image, kind, normalization.image_statistics(image))
+        return normalization.standardize(image, kind, spec)
 
     def check_image(self, image: np.ndarray, name: str = "image") -> None:
         """Raises a ValueError naming `name` when `image` is not (*spatial, in_channels)."""
