@@ -59,6 +59,7 @@ def make_train_step(
     output_activation: str = "sigmoid",
     head_weights: Sequence[float] | None = None,
     schedule: optax.Schedule | None = None,
+    ignore_index: int | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """One step of summed deep-supervision loss, gradient and optimizer update.
 
@@ -77,6 +78,7 @@ def make_train_step(
             output_activation=output_activation,
             head_weights=head_weights,
             weight=batch.get("weight"),
+            ignore_index=ignore_index,
         )
         return total, (per_head, nnx.state(model, nnx.Not(nnx.Param)))
 
@@ -110,6 +112,7 @@ def make_eval_step(
     *,
     output_activation: str = "sigmoid",
     threshold: float = 0.5,
+    ignore_index: int | None = None,
 ) -> Callable[[TrainState, Batch], dict[str, Any]]:
     """Per image: the loss of every head (batch, heads), and confusion counts of every head
     (heads, batch, classes, 4) and of accurate mode, the mean of all heads' probabilities."""
@@ -123,12 +126,17 @@ def make_eval_step(
                 mask[None],
                 output_activation=output_activation,
                 weight=None if weight is None else weight[None],
+                ignore_index=ignore_index,
             )[1]
         )(head_logits, batch["mask"], batch.get("weight"))
         probabilities = [model.probabilities(logits) for logits in head_logits]
         head_counts = [
             counts.confusion_counts(
-                p, batch["mask"], output_activation=output_activation, threshold=threshold
+                p,
+                batch["mask"],
+                output_activation=output_activation,
+                threshold=threshold,
+                ignore_index=ignore_index,
             )
             for p in probabilities
         ]
@@ -137,6 +145,7 @@ def make_eval_step(
             batch["mask"],
             output_activation=output_activation,
             threshold=threshold,
+            ignore_index=ignore_index,
         )
         return {
             "loss_per_head": per_example,

@@ -237,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             output_activation=info.output_activation,
             head_weights=train_config.head_weights,
             schedule=schedule,
+            ignore_index=info.ignore_index,
         ),
         in_shardings=(replicated, parallel.batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
@@ -247,6 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             graphdef,
             output_activation=info.output_activation,
             threshold=train_config.eval_threshold,
+            ignore_index=info.ignore_index,
         )
     )
     if full_size_validation(dataset):

@@ -81,11 +81,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _counts_fn(output_activation: str, thresholds: Sequence[float], *, jit: bool) -> Callable:
+def _counts_fn(
+    output_activation: str, thresholds: Sequence[float], *, jit: bool, ignore_index: int | None
+) -> Callable:
     """(probabilities, mask) -> counts (B, T, K, 4) at every threshold; jitted for batches of
     one shape, eager for images of varied sizes (a compile per size would cost more)."""
     counts = functools.partial(
-        counts_at_thresholds, output_activation=output_activation, thresholds=tuple(thresholds)
+        counts_at_thresholds,
+        output_activation=output_activation,
+        thresholds=tuple(thresholds),
+        ignore_index=ignore_index,
     )
     return jax.jit(counts) if jit else counts
 
@@ -188,7 +193,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         or (args.sweep and dataset.info.uniform_size.get("validation") is False)
     )
     counts_fn = _counts_fn(
-        output_activation, thresholds if sigmoid else [threshold], jit=not varied
+        output_activation,
+        thresholds if sigmoid else [threshold],
+        jit=not varied,
+        ignore_index=dataset.info.ignore_index,
     )
     if varied and not args.tile:
         # Whole images of many sizes: tiles of the training patch size, compiled once.
@@ -208,6 +216,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             output_activation=output_activation,
             threshold=threshold,
             nsd_tolerance=args.nsd_tolerance,
+            ignore_index=dataset.info.ignore_index,
         )
         counts, first, setting_cases = split_pass(
             predict,

@@ -56,6 +56,7 @@ def validate(
     threshold: float,
     tile: int,
     align: int,
+    ignore_index: int | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
     """The validation metrics of `split` at full size, and the first image for the overlays."""
     num_heads = len(head_depths)
@@ -71,7 +72,7 @@ def validate(
         mask = example["mask"][None]
         logits = tuple(jnp.asarray(_as_logits(p, output_activation))[None] for p in per_head)
         _, loss_per_head = losses.deep_supervision_loss(
-            logits, mask, output_activation=output_activation
+            logits, mask, output_activation=output_activation, ignore_index=ignore_index
         )
         image_losses.append(np.asarray(loss_per_head))
         head_counts.append(
@@ -79,7 +80,11 @@ def validate(
                 [
                     np.asarray(
                         counts.confusion_counts(
-                            p[None], mask, output_activation=output_activation, threshold=threshold
+                            p[None],
+                            mask,
+                            output_activation=output_activation,
+                            threshold=threshold,
+                            ignore_index=ignore_index,
                         )
                     )[0]
                     for p in per_head
@@ -90,7 +95,11 @@ def validate(
         accurate_counts.append(
             np.asarray(
                 counts.confusion_counts(
-                    accurate, mask, output_activation=output_activation, threshold=threshold
+                    accurate,
+                    mask,
+                    output_activation=output_activation,
+                    threshold=threshold,
+                    ignore_index=ignore_index,
                 )
             )[0]
         )

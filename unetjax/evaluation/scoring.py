@@ -42,6 +42,7 @@ def batch_rows(
     output_activation: str,
     threshold: float,
     nsd_tolerance: float,
+    ignore_index: int | None = None,
 ) -> list[dict]:
     """Rows of every valid case of a batch (probabilities (B, *spatial, K))."""
     num_classes = probabilities.shape[-1]
@@ -55,13 +56,17 @@ def batch_rows(
         )
         spacing = batch["spacing"][index] if "spacing" in batch else None
         instances = "instances" in batch and kind == "binary"
+        mask = batch["mask"][index]
+        ignore = None if ignore_index is None else np.asarray(mask) == ignore_index
         rows += per_case.case_rows(
             next(ids),
             split,
             depth,
             mode,
             labels.astype(bool) if kind == "binary" else labels,
-            reference_labels(batch["mask"][index], kind, spatial_dims),
+            reference_labels(
+                mask if ignore is None else np.where(ignore, 0, mask), kind, spatial_dims
+            ),
             kind=kind,
             num_classes=num_classes if kind == "multiclass" else None,
             spacing=None if spacing is None else tuple(float(s) for s in spacing),
@@ -69,6 +74,7 @@ def batch_rows(
             nsd_unit="mm" if spacing is not None else "voxels",
             instances=instances,
             reference_instances=batch["instances"][index] if instances else None,
+            ignore=ignore,
         )
     return rows
 
