@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from unetjax import encoders, nested_unet
+from unetjax import checkpoint, encoders, nested_unet, rundir
 from unetjax import graph as graph_lib
 from unetjax.graph import Block, Graph, Resample
 from unetjax.layers import ConvNormAct, LearnedUpsample, NetworkSpec
@@ -253,8 +253,9 @@ def spec_from_config(model_config: Mapping[str, Any]) -> EncoderNetworkSpec:
 def from_config(
     model_config: Mapping[str, Any], *, seed: int = 0, pretrained: bool = False
 ) -> EncoderNestedUNet:
-    """The encoder network of a `config.model` section; with `pretrained`, the encoder holds
-    `model.encoder_weights` (a file, or "imagenet" through huggingface_hub) when it is set."""
+    """The encoder network of a `config.model` section. With `pretrained`, the encoder holds
+    `model.encoder_weights` (a file, or "imagenet" through huggingface_hub) when it is set, and
+    then every array of the run `model.init_from` with the same path and shape."""
     model = EncoderNestedUNet(
         graph_lib.graph_from_config(model_config),
         spec_from_config(model_config),
@@ -263,7 +264,30 @@ def from_config(
     weights = model_config.get("encoder_weights")
     if pretrained and weights:
         encoders.load_weights(model.encoder, resolve_weights(model_config["encoder"], weights))
+    if pretrained and model_config.get("init_from"):
+        initialize_from_run(model, model_config["init_from"])
     return model
+
+
+def initialize_from_run(model: nnx.Module, run_dir: str) -> None:
+    """Copies into `model` the arrays of run `run_dir`'s latest checkpoint whose path and shape
+    it shares (e.g. an imported smp network under a model with deep supervision added)."""
+    config = rundir.load_config(run_dir)
+    saved = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
+    ours = {path: v.shape for path, v in nnx.to_flat_state(nnx.state(model))}
+    _, params, model_state = nnx.split(saved, nnx.Param, ...)
+    target = {}
+    for key, tree in (("params", params), ("model_state", model_state)):
+        shared = [(p, v) for p, v in nnx.to_flat_state(tree) if ours.get(p) == v.shape]
+        if shared:
+            target[key] = nnx.from_flat_state(shared)
+    directory = rundir.checkpoint_dir(run_dir)
+    step = checkpoint.resolve_step(directory, None)
+    restored = checkpoint.restore_subtree(directory, target, step)
+    for tree in restored.values():
+        nnx.update(model, tree)
+    count = sum(len(nnx.to_flat_state(tree)) for tree in restored.values())
+    logger.info("initialised %d of %d arrays from %s step %d", count, len(ours), run_dir, step)
 
 
 def resolve_weights(encoder: str, weights: str) -> str:

@@ -38,7 +38,7 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.
 
 
 def parameter_labels(params) -> object:
-    """"encoder" for every parameter under the model's `encoder` attribute, else "decoder"."""
+    """ "encoder" for every parameter under the model's `encoder` attribute, else "decoder"."""
 
     def label(path, _):
         first = path[0]

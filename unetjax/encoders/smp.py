@@ -47,17 +47,18 @@ def our_node(graph: Graph, depth_index: int, layer_index: int) -> str:
 
 def rename_decoder(state_dict: Mapping[str, Any], graph: Graph) -> dict[str, Any]:
     """smp's decoder and head keys renamed to ours (`nodes.x_1_4.conv1.norm.running_mean`);
-    keys that are neither are kept as they are, so the conversion reports them."""
+    keys that are neither (or name no block of ours) are kept as they are, so the conversion
+    reports them by smp's name."""
     head = graph.heads[-1].name
     renamed = {}
     for key, value in state_dict.items():
         if key.startswith(ENCODER_PREFIX):
             continue
         block, head_match = _BLOCK.fullmatch(key), _HEAD.fullmatch(key)
-        if block:
-            d, l, conv, part, tensor = block.groups()
-            layer = "conv" if part == "0" else "norm"
-            key = f"nodes.{our_node(graph, int(d), int(l))}.conv{conv}.{layer}.{tensor}"
+        if block and our_node(graph, *map(int, block.groups()[:2])) in graph.node_names:
+            depth_index, layer_index, conv, part, tensor = block.groups()
+            node = our_node(graph, int(depth_index), int(layer_index))
+            key = f"nodes.{node}.conv{conv}.{'conv' if part == '0' else 'norm'}.{tensor}"
         elif head_match:
             key = f"heads.{head}.conv.{head_match.group(1)}"
         renamed[key] = value
