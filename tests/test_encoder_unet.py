@@ -202,8 +202,15 @@ def test_encoder_learning_rate_is_scaled_and_frozen_for_the_warm_up_steps():
     assert isinstance(state, optax.MultiTransformState)
 
 
-def run_python(args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+def run_python(args, cache_dir):
+    # The runs compile the same steps: a shared persistent cache compiles them once.
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=ROOT,
+        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
     completed = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
@@ -231,7 +238,8 @@ TINY_ENCODER = [
 def test_a_tiny_encoder_run_trains_resumes_exactly_predicts_and_exports(tmp_path):
     data_dir = f"--config.data.data_dir={tmp_path / 'tfds'}"
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    run_python(["train.py", *TINY_ENCODER, data_dir, "--workdir", straight])
+    cache = tmp_path / "jax_cache"
+    run_python(["train.py", *TINY_ENCODER, data_dir, "--workdir", straight], cache)
     run_python(
         [
             "train.py",
@@ -242,10 +250,11 @@ def test_a_tiny_encoder_run_trains_resumes_exactly_predicts_and_exports(tmp_path
             "--config.train.stop_after_steps=2",
         ]
     )
-    run_python(["train.py", *TINY_ENCODER, data_dir, "--workdir", resumed])
+    run_python(["train.py", *TINY_ENCODER, data_dir, "--workdir", resumed], cache)
     exported = str(tmp_path / "exported")
     run_python(
-        ["-m", "unetjax.cli.export", "--model", resumed, "--depth", "1", "--output", exported]
+        ["-m", "unetjax.cli.export", "--model", resumed, "--depth", "1", "--output", exported],
+        cache,
     )
 
     expected = inference.load_predictor(straight, depth=4)
