@@ -73,7 +73,7 @@ def run_jax(args) -> dict:
         state = [params, rest, opt_state]
 
         def train_call(state=state, step=step):
-            params, stats, opt = step(state[0], state[1], state[2], images, masks)
+            params, _, opt = step(state[0], state[1], state[2], images, masks)
             jax.block_until_ready(params)
             state[0], state[2] = params, opt
 
@@ -83,9 +83,8 @@ def run_jax(args) -> dict:
         if not deep_supervision:
             predict = jax.jit(lambda state, x, g=graphdef: nnx.merge(g, state).predict(x))
             state_all = nnx.state(model)
-            one = images[:1]
             results["infer"] = 1 / _timed(
-                lambda p=predict, s=state_all: jax.block_until_ready(p(s, one)),
+                lambda p=predict, s=state_all: jax.block_until_ready(p(s, images[:1])),
                 args.warmup,
                 args.repeats,
             )

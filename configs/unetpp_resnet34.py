@@ -1,4 +1,4 @@
-"""UNet++ over an ImageNet ResNet-34 (smp's UnetPlusPlus decoder) with deep supervision, on ISBI 2012.
+"""UNet++ over an ImageNet ResNet-34 (smp's decoder) with deep supervision, on ISBI 2012.
 
     python train.py --config configs/unetpp_resnet34.py \
         --config.model.encoder_weights=/path/to/resnet34.safetensors \
