@@ -28,6 +28,18 @@ def get_config() -> ml_collections.ConfigDict:
     model.upsample = "transpose"  # transpose (2x2 transposed conv) or interpolate
     model.cat_channels = 64  # UNet 3+ only
     model.dtype = "float32"  # compute dtype; bfloat16 for mixed precision (params stay float32)
+    # A pretrained encoder as the X^{i,0} column (docs/encoders.md): resnet18, resnet34, resnet50,
+    # convnext_tiny, resnet_tiny (tests); None is the plain encoder above. Then depth, filters
+    # and base_filters are unused, `upsample` may also be "nearest" (smp's), and:
+    model.encoder = config_dict.placeholder(str)
+    model.encoder_weights = config_dict.placeholder(str)  # .safetensors / .pth, or "imagenet"
+    model.decoder_channels = config_dict.placeholder(tuple)  # None: smp's 256, 128, 64, 32, 16
+    model.input_mean = config_dict.placeholder(tuple)  # in-model input normalisation, e.g.
+    model.input_std = config_dict.placeholder(tuple)  # ImageNet's (configs/unetpp_resnet34.py)
+    model.freeze_encoder_bn = False  # the encoder's batch norm keeps its running statistics
+    model.init_from = config_dict.placeholder(
+        str
+    )  # a run directory whose matching arrays start this one
     # Filled in from the dataset by train.py and saved with the run (data.spatial_dims says
     # whether the data, and so the model, is 2D or 3D):
     model.spatial_dims = config_dict.placeholder(int)
@@ -74,4 +86,8 @@ def get_config() -> ml_collections.ConfigDict:
     optimizer.nesterov = True
     optimizer.weight_decay = 0.0
     optimizer.grad_clip_norm = 0.0  # 0 disables clipping
+    # With model.encoder: its learning rate is learning_rate * encoder_lr_multiplier, and it is
+    # held fixed for the first encoder_frozen_steps steps (the decoder warms up on it).
+    optimizer.encoder_lr_multiplier = 1.0
+    optimizer.encoder_frozen_steps = 0
     return config

@@ -10,46 +10,18 @@ from __future__ import annotations
 
 import copy
 import functools
-import glob
-import importlib.util
 import math
-import os
 
 import jax
 import numpy as np
 import pytest
+from conftest import import_torch_references
 from flax import nnx
 
 from unetjax import encoders
 from unetjax.encoders import weights
 
-torch = pytest.importorskip("torch")
-
-
-def _allow_torchvision_without_its_cpp_ops() -> None:
-    """Lets `import torchvision` finish next to the CPU torch wheel.
-
-    PyPI's torchvision wheels link CUDA torch (libc10_cuda.so); beside the `+cpu` torch wheel CI
-    installs, their C++ ops fail to load and the import then stops registering a fake for the
-    missing `torchvision::nms`. timm and smp need only torchvision's Python modules, so declaring
-    the two ops' schemas is enough (the detection ops themselves stay unusable).
-    """
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or hasattr(torch.ops.torchvision, "nms"):
-        return
-    try:
-        for library in glob.glob(os.path.join(os.path.dirname(spec.origin), "_C*.so")):
-            torch.ops.load_library(library)
-        return
-    except OSError:
-        pass
-    for op in ("nms", "qnms"):
-        torch.library.define(
-            f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
-        )
-
-
-_allow_torchvision_without_its_cpp_ops()
+torch = import_torch_references()
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 feature_extraction = pytest.importorskip("torchvision.models.feature_extraction")

@@ -3,6 +3,7 @@
 import pytest
 
 from unetjax import graph as g
+from unetjax import graph_text
 from unetjax.graph import Resample
 
 
@@ -115,8 +116,8 @@ def test_bad_arguments_name_what_was_expected():
 
 def test_renderings_show_every_node_and_edge():
     graph = g.build_graph("unet_plusplus", 2)
-    table = g.to_table(graph)
+    table = graph_text.to_table(graph)
     assert "x_0_2    <- [up x2(x_1_1), x_0_0, x_0_1]" in table
-    dot = g.to_dot(graph)
+    dot = graph_text.to_dot(graph)
     assert dot.count("->") == sum(len(n.inputs) for n in graph.nodes) - 1 + len(graph.heads)
     assert 'x_1_1 -> x_0_2 [label="up x2"];' in dot

@@ -36,6 +36,19 @@ class Block(enum.Enum):
 
     DOUBLE_CONV = "double_conv"  # concat -> (conv3 -> norm -> act) x 2 (U-Net, UNet+, UNet++)
     FULL_SCALE = "full_scale"  # each input conv3 -> cat_channels, concat, conv3 (UNet 3+ decoder)
+    ENCODER = "encoder"  # one stage of a pretrained encoder (its input: the stage before)
+
+
+# Feature channels and strides of the pretrained encoders (unetjax.encoders builds them), here so
+# that a run's graph can be read without JAX. Encoder feature i has stride reductions[i]: it is
+# node x_{log2 stride}_0.
+ENCODER_FEATURES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "resnet18": ((64, 64, 128, 256, 512), (2, 4, 8, 16, 32)),
+    "resnet34": ((64, 64, 128, 256, 512), (2, 4, 8, 16, 32)),
+    "resnet50": ((64, 256, 512, 1024, 2048), (2, 4, 8, 16, 32)),
+    "convnext_tiny": ((96, 192, 384, 768), (4, 8, 16, 32)),
+    "resnet_tiny": ((8, 8, 16, 32, 64), (2, 4, 8, 16, 32)),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,15 +132,21 @@ def _encoder(depth: int) -> list[Node]:
     return nodes
 
 
-def _nested_decoder(depth: int, dense: bool, full_columns: bool) -> list[Node]:
+def _nested_decoder(
+    depth: int, dense: bool, full_columns: bool, *, base: int = 0, newest_first: bool = False
+) -> list[Node]:
     """Decoder nodes X^{i,j}, generated column by column so inputs precede their users.
 
     dense: UNet++ skips (every X^{i,k}, k < j) instead of only the left neighbour (UNet+, U-Net).
-    full_columns: every i + j <= depth (nested) instead of only i + j == depth (U-Net).
+    full_columns: every i + j <= base + depth (nested) instead of only i + j == base + depth.
+    base: the shallowest level with nodes (an encoder's first level).
+    newest_first: skips concatenated X^{i,j-1} .. X^{i,0}, as smp does (so its weights convert
+      by name), instead of X^{i,0} .. X^{i,j-1} as the UNet++ paper's code.
     """
     nodes = []
     for column in range(1, depth + 1):
-        levels = range(depth - column + 1) if full_columns else [depth - column]
+        deepest = base + depth - column
+        levels = range(base, deepest + 1) if full_columns else [deepest]
         for level in levels:
             up = Edge(node_name(level + 1, column - 1), Resample.UP, 2)
             if dense:
@@ -136,21 +155,23 @@ def _nested_decoder(depth: int, dense: bool, full_columns: bool) -> list[Node]:
                 skip_columns = [column - 1]
             else:
                 skip_columns = [0]
+            if newest_first:
+                skip_columns = reversed(skip_columns)
             skips = tuple(Edge(node_name(level, k), Resample.IDENTITY) for k in skip_columns)
             nodes.append(Node(node_name(level, column), level, column, (up, *skips)))
     return nodes
 
 
-def _unet3plus_decoder(depth: int) -> list[Node]:
-    """UNet 3+ decoder: one node per level i < depth, named x_{i}_{depth - i} like U-Net's.
+def _unet3plus_decoder(depth: int, *, base: int = 0) -> list[Node]:
+    """UNet 3+ decoder: one node per level base <= i < depth, named x_{i}_{depth - i} like U-Net's.
 
     Inputs: encoder levels <= i (max-pooled down), deeper decoder nodes and the bottom encoder node
     (interpolated up), shallow to deep.
     """
     nodes = []
-    for level in range(depth - 1, -1, -1):
+    for level in range(depth - 1, base - 1, -1):
         inputs = []
-        for source_level in range(depth + 1):
+        for source_level in range(base, depth + 1):
             if source_level <= level:
                 source = node_name(source_level, 0)
                 factor = 2 ** (level - source_level)
@@ -209,6 +230,78 @@ def build_graph(architecture: str, depth: int = 4, *, deep_supervision: bool = T
     return Graph(architecture, depth, tuple(nodes), tuple(heads))
 
 
+def encoder_levels(reductions: Sequence[int]) -> tuple[int, ...]:
+    """The levels (log2 of the strides) of an encoder's feature maps: consecutive, each 2x the
+    one before, e.g. (1, 2, 3, 4, 5) for a ResNet's strides 2..32."""
+    levels = tuple(int(r).bit_length() - 1 for r in reductions)
+    first = levels[0] if levels else 0
+    if any(2**lv != r for lv, r in zip(levels, reductions, strict=True)) or levels != tuple(
+        range(first, first + len(levels))
+    ):
+        raise ValueError(f"encoder strides {tuple(reductions)} are not consecutive powers of 2")
+    if len(levels) < 2:
+        raise ValueError(f"an encoder needs at least 2 feature maps, got strides {reductions}")
+    return levels
+
+
+def _full_resolution_chain(source: Node, column: int) -> list[Node]:
+    """smp's rule for the levels below the encoder's first: x_{i}_{column} up-samples
+    x_{i+1}_{column} (no skip) until level 0, at full input resolution."""
+    nodes = []
+    for level in range(source.level - 1, -1, -1):
+        up = Edge(node_name(level + 1, column) if nodes else source.name, Resample.UP, 2)
+        nodes.append(Node(node_name(level, column), level, column, (up,)))
+    return nodes
+
+
+def build_encoder_graph(
+    architecture: str, levels: Sequence[int], *, deep_supervision: bool = True
+) -> Graph:
+    """The graph of `architecture` over a pretrained encoder whose features sit at `levels`.
+
+    The encoder's feature maps are the X^{i,0} column (`Block.ENCODER`, i in `levels`); the
+    decoder is the architecture's, on levels[0]..levels[-1] (depth D = levels[-1] - levels[0],
+    heads L = 1..D); each head's node then reaches full resolution through up-sampling nodes
+    without skips (`_full_resolution_chain`, smp's last decoder block), and heads are 3x3 convs
+    as smp's. `graph.depth` is the deepest level, so inputs are multiples of 2^levels[-1].
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
+    base, top = levels[0], levels[-1]
+    depth = top - base
+    nodes = [Node(node_name(base, 0), base, 0, (Edge(INPUT, Resample.IDENTITY),), Block.ENCODER)]
+    for level in range(base + 1, top + 1):
+        source = Edge(node_name(level - 1, 0), Resample.POOL, 2)
+        nodes.append(Node(node_name(level, 0), level, 0, (source,), Block.ENCODER))
+    if architecture == "unet_3plus":
+        nodes += _unet3plus_decoder(top, base=base)
+        sources = {d: node_name(top - d, d) for d in range(1, depth + 1)}
+    else:
+        nested = architecture in ("unet_plus", "unet_plusplus")
+        nodes += _nested_decoder(
+            depth,
+            dense=architecture == "unet_plusplus",
+            full_columns=nested,
+            base=base,
+            newest_first=True,
+        )
+        sources = {d: node_name(base, d) for d in (range(1, depth + 1) if nested else [depth])}
+    if not deep_supervision:
+        sources = {depth: sources[depth]}
+    by_name = {node.name: node for node in nodes}
+    heads = []
+    for head_depth, source in sources.items():
+        node = by_name[source]
+        if architecture == "unet_3plus" and head_depth < depth:
+            # UNet 3+'s side heads interpolate their coarse logits, as in the paper.
+            heads.append(Head(f"head_{head_depth}", source, head_depth, 3, factor=2**node.level))
+            continue
+        chain = _full_resolution_chain(node, head_depth)
+        nodes += chain
+        heads.append(Head(f"head_{head_depth}", chain[-1].name if chain else source, head_depth, 3))
+    return Graph(architecture, top, tuple(nodes), tuple(heads))
+
+
 def model_filters(
     architecture: str,
     *,
@@ -238,8 +331,20 @@ def model_filters(
 def graph_from_config(model_config: Mapping[str, Any]) -> Graph:
     """The graph a `config.model` section describes (a ConfigDict or a plain dict of config.json).
 
-    Needs no JAX, so recipes and reports can read a run's heads and depth cheaply.
+    Needs no JAX, so recipes and reports can read a run's heads and depth cheaply. With
+    `model.encoder` set, the graph is built over that encoder's levels (`build_encoder_graph`).
     """
+    encoder = model_config.get("encoder")
+    if encoder:
+        if encoder not in ENCODER_FEATURES:
+            raise ValueError(
+                f"config.model.encoder={encoder!r}; choose one of {', '.join(ENCODER_FEATURES)}"
+            )
+        return build_encoder_graph(
+            model_config["architecture"],
+            encoder_levels(ENCODER_FEATURES[encoder][1]),
+            deep_supervision=model_config.get("deep_supervision", True),
+        )
     filters = model_filters(
         model_config["architecture"],
         depth=model_config.get("depth"),
@@ -279,42 +384,3 @@ def subgraph(graph: Graph, depth: int, *, mode: str = "fast") -> Graph:
         heads = tuple(h for h in graph.heads if h.depth <= depth and h.source in keep)
     nodes = tuple(node for node in graph.nodes if node.name in keep)
     return dataclasses.replace(graph, nodes=nodes, heads=heads)
-
-
-def to_table(graph: Graph) -> str:
-    """A plain-text table of nodes, their inputs and the heads, for people to read."""
-    lines = [f"{graph.architecture}, depth {graph.depth}: {len(graph.nodes)} nodes"]
-    for node in graph.nodes:
-        inputs = ", ".join(_edge_text(edge) for edge in node.inputs)
-        lines.append(f"  {node.name:<8} <- [{inputs}]")
-    for head in graph.heads:
-        scale = f", up x{head.factor}" if head.factor > 1 else ""
-        lines.append(f"  {head.name:<8} <- {head.source} ({head.kernel_size}x conv{scale})")
-    return "\n".join(lines)
-
-
-def to_dot(graph: Graph) -> str:
-    """Graphviz DOT text of the graph; nodes are placed by level (rows) and column."""
-    lines = [f'digraph "{graph.architecture}" {{', "  rankdir=TB;"]
-    for node in graph.nodes:
-        lines.append(f'  {node.name} [label="X{node.level},{node.column}"];')
-    for node in graph.nodes:
-        for edge in node.inputs:
-            if edge.source != INPUT:
-                lines.append(f'  {edge.source} -> {node.name} [label="{_resample_text(edge)}"];')
-    for head in graph.heads:
-        lines.append(f"  {head.name} [shape=box];")
-        lines.append(f"  {head.source} -> {head.name};")
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def _resample_text(edge: Edge) -> str:
-    if edge.resample is Resample.IDENTITY:
-        return ""
-    return f"{edge.resample.value} x{edge.factor}"
-
-
-def _edge_text(edge: Edge) -> str:
-    resample = _resample_text(edge)
-    return f"{resample}({edge.source})" if resample else edge.source

@@ -69,7 +69,7 @@ class DoubleConvNode(nnx.Module):
             if edge.resample is Resample.UP:
                 x = self.upsamplers[edge.source](x)
             else:
-                x = _resample_fixed(edge, x)
+                x = resample_fixed(edge, x)
             resampled.append(x)
         x = resampled[0] if len(resampled) == 1 else jnp.concatenate(resampled, axis=-1)
         return self.conv2(self.conv1(x, train=train), train=train)
@@ -97,13 +97,13 @@ class FullScaleNode(nnx.Module):
 
     def __call__(self, inputs: list[tuple[graph_lib.Edge, jax.Array]], *, train: bool) -> jax.Array:
         branches = [
-            branch(_resample_fixed(edge, x), train=train)
+            branch(resample_fixed(edge, x), train=train)
             for branch, (edge, x) in zip(self.branches, inputs, strict=True)
         ]
         return self.fuse(jnp.concatenate(branches, axis=-1), train=train)
 
 
-def _resample_fixed(edge: graph_lib.Edge, x: jax.Array) -> jax.Array:
+def resample_fixed(edge: graph_lib.Edge, x: jax.Array) -> jax.Array:
     """The parameter-free resamplings: identity, max-pool, interpolation."""
     if edge.resample is Resample.IDENTITY:
         return x
@@ -307,9 +307,20 @@ def spec_from_config(model_config: Mapping[str, Any]) -> NetworkSpec:
     )
 
 
-def from_config(model_config: Mapping[str, Any], *, seed: int = 0) -> NestedUNet:
+def from_config(
+    model_config: Mapping[str, Any], *, seed: int = 0, pretrained: bool = False
+) -> NestedUNet:
     """The network a `config.model` section describes, freshly initialised: the one
-    config-to-model builder that training, inference, export and the tests use."""
+    config-to-model builder that training, inference, export and the tests use.
+
+    With `model.encoder` set, an `encoder_unet.EncoderNestedUNet`; `pretrained` then loads
+    `model.encoder_weights` into its encoder (training asks for it; inference restores a run).
+    """
+    if model_config.get("encoder"):
+        # Imported here: encoder_unet builds on this module's blocks.
+        from unetjax import encoder_unet
+
+        return encoder_unet.from_config(model_config, seed=seed, pretrained=pretrained)
     return NestedUNet(
         graph_lib.graph_from_config(model_config),
         spec_from_config(model_config),
@@ -327,7 +338,7 @@ UNet3Plus = functools.partial(create, "unet_3plus")
 def pruned_abstract(model: NestedUNet, depth: int, mode: Mode = "fast") -> NestedUNet:
     """The depth-L model's structure with shape-only parameters (nothing allocated)."""
     graph = graph_lib.subgraph(model.graph, depth, mode=mode)
-    return nnx.eval_shape(lambda: NestedUNet(graph, model.spec, rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: type(model)(graph, model.spec, rngs=nnx.Rngs(0)))
 
 
 def prune(model: NestedUNet, depth: int, mode: Mode = "fast") -> NestedUNet:

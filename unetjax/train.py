@@ -184,7 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         train_config.batch_size,
     )
 
-    model = nested_unet.from_config(config.model, seed=config.seed)
+    model = nested_unet.from_config(config.model, seed=config.seed, pretrained=True)
     head_depths, graph_depth = model.head_depths, model.graph.depth
     names.check_best_metric(train_config.best_metric, head_depths)
     optimizer, schedule = optim.make_optimizer(config.optimizer, train_config.num_steps)

@@ -19,6 +19,7 @@ from flax import nnx
 from unetjax.encoders.convnext import ConvNeXt, ConvNeXtTiny
 from unetjax.encoders.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNetTiny
 from unetjax.encoders.weights import load_weights, read_state_dict
+from unetjax.graph import ENCODER_FEATURES
 
 # The ImageNet statistics torchvision and timm normalise RGB in [0, 1] with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,35 +46,28 @@ class EncoderInfo:
     weight_files: tuple[str, ...] = ()
 
 
-_RESNET_REDUCTIONS = (2, 4, 8, 16, 32)
-_CONVNEXT_REDUCTIONS = (4, 8, 16, 32)
-
 ENCODERS: dict[str, EncoderInfo] = {
     "resnet18": EncoderInfo(
         ResNet18,
-        (64, 64, 128, 256, 512),
-        _RESNET_REDUCTIONS,
+        *ENCODER_FEATURES["resnet18"],
         weight_files=("timm/resnet18.a1_in1k", "torchvision resnet18-f37072fd.pth"),
     ),
     "resnet34": EncoderInfo(
         ResNet34,
-        (64, 64, 128, 256, 512),
-        _RESNET_REDUCTIONS,
+        *ENCODER_FEATURES["resnet34"],
         weight_files=("timm/resnet34.a1_in1k", "torchvision resnet34-b627a593.pth"),
     ),
     "resnet50": EncoderInfo(
         ResNet50,
-        (64, 256, 512, 1024, 2048),
-        _RESNET_REDUCTIONS,
+        *ENCODER_FEATURES["resnet50"],
         weight_files=("timm/resnet50.a1_in1k", "torchvision resnet50-11ad3fa6.pth"),
     ),
     "convnext_tiny": EncoderInfo(
         ConvNeXtTiny,
-        (96, 192, 384, 768),
-        _CONVNEXT_REDUCTIONS,
+        *ENCODER_FEATURES["convnext_tiny"],
         weight_files=("timm/convnext_tiny.fb_in22k_ft_in1k", "timm/convnext_tiny.fb_in1k"),
     ),
-    "resnet_tiny": EncoderInfo(ResNetTiny, (8, 8, 16, 32, 64), _RESNET_REDUCTIONS),
+    "resnet_tiny": EncoderInfo(ResNetTiny, *ENCODER_FEATURES["resnet_tiny"]),
 }
 
 

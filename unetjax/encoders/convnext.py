@@ -171,17 +171,22 @@ class ConvNeXt(nnx.Module):
         self.channels = tuple(dims[:num_features])
         self.reductions = tuple(4 * 2**index for index in range(num_features))
 
-    def __call__(self, x: jax.Array, *, train: bool = False) -> list[jax.Array]:
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, num_features: int | None = None
+    ) -> list[jax.Array]:
         """Feature maps, shallow to deep. x: (batch, height, width, in_channels).
 
         `train` changes nothing here (no batch norm, no dropout); every encoder takes it.
+        num_features: run only the first this many stages (default: all that are built).
         """
         del train
         common.check_input_shape("ConvNeXt", x.shape, self.in_channels)
+        count = self.num_features if num_features is None else num_features
+        common.check_num_features("ConvNeXt", count, self.num_features)
         conv, norm = self.stem
         x = norm(conv(x))
         features = []
-        for stage in self.stages:
+        for stage in list(self.stages)[:count]:
             x = stage(x)
             features.append(x)
         return features

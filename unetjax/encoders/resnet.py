@@ -169,15 +169,22 @@ class ResNet(nnx.Module):
         self.channels = tuple(channels)
         self.reductions = tuple(2 ** (level + 1) for level in range(num_features))
 
-    def __call__(self, x: jax.Array, *, train: bool = False) -> list[jax.Array]:
-        """Feature maps, shallow to deep. x: (batch, height, width, in_channels)."""
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, num_features: int | None = None
+    ) -> list[jax.Array]:
+        """Feature maps, shallow to deep. x: (batch, height, width, in_channels).
+
+        num_features: run only the first this many stages (default: all that are built).
+        """
         common.check_input_shape("ResNet", x.shape, self.in_channels)
+        count = self.num_features if num_features is None else num_features
+        common.check_num_features("ResNet", count, self.num_features)
         train = train and not self.freeze_bn
         x = jax.nn.relu(self.bn1(self.conv1(x), use_running_average=not train))
         features = [x]
-        if self.num_features > 1:
+        if count > 1:
             x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for index in range(1, self.num_features):
+        for index in range(1, count):
             for block in getattr(self, f"layer{index}"):
                 x = block(x, train=train)
             features.append(x)
