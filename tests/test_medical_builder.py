@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from unetjax.data import decathlon_builder, intensity, medical_case, synthetic_decathlon
+from unetjax.data import builders, decathlon_builder, intensity, medical_case, synthetic_decathlon
 
 
 def build(tmp_path, root, name, **options):
@@ -17,7 +17,9 @@ def build(tmp_path, root, name, **options):
         data_dir=tmp_path / "tfds", config=config, file_format="array_record"
     )
     builder.download_and_prepare(download_dir=tmp_path / "downloads")
-    return tfds.builder_from_directory(tmp_path / "tfds" / "decathlon" / name / "1.0.0")
+    return tfds.builder_from_directory(
+        tmp_path / "tfds" / "decathlon" / name / str(builders.VERSION)
+    )
 
 
 def by_id(reader, split):

@@ -228,8 +228,13 @@ class Decathlon(builders._LocalBuilder):
             shape = case["shape_after"]
             old = min_shape.get(case["split"], shape)
             min_shape[case["split"]] = [min(a, b) for a, b in zip(old, shape, strict=True)]
-        metadata = builders.summary_metadata(
-            "multiclass", len(class_names), len(config.channel_names), min_shape, class_names
+        metadata = builders.build_metadata(
+            "multiclass",
+            len(class_names),
+            len(config.channel_names),
+            min_shape,
+            "float32",  # images are stored normalised (see the module docstring)
+            class_names=list(class_names),
         )
         metadata.update(
             channel_names=list(config.channel_names),
