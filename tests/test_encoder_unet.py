@@ -248,7 +248,8 @@ def test_a_tiny_encoder_run_trains_resumes_exactly_predicts_and_exports(tmp_path
             "--workdir",
             resumed,
             "--config.train.stop_after_steps=2",
-        ]
+        ],
+        cache,
     )
     run_python(["train.py", *TINY_ENCODER, data_dir, "--workdir", resumed], cache)
     exported = str(tmp_path / "exported")
