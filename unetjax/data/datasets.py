@@ -11,7 +11,15 @@ import tempfile
 import ml_collections
 import tensorflow_datasets as tfds
 
-from unetjax.data import builders, catalog, examples, folder, validation
+from unetjax.data import (
+    builders,
+    catalog,
+    decathlon_builder,
+    decathlon_setup,
+    examples,
+    folder,
+    validation,
+)
 from unetjax.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -21,6 +29,7 @@ BUILDERS = {
     "image_folder": builders.ImageFolder,
     "isbi2012_em": builders.Isbi2012Em,
     "dsb2018_nuclei": builders.Dsb2018Nuclei,
+    "decathlon": decathlon_builder.Decathlon,
 }
 ACTIVATIONS = {"binary": "sigmoid", "multiclass": "softmax", "multilabel": "sigmoid"}
 
@@ -97,18 +106,21 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
         info = _catalog_info(data_config, reader)
     else:
         reader = _build_or_load(data_config)
-        metadata = reader.info.metadata
+        metadata, features = reader.info.metadata, reader.info.features
         info = DatasetInfo(
             name=data_config.name,
             task=metadata["task"],
             num_classes=metadata["num_classes"],
             in_channels=metadata["in_channels"],
             output_activation=ACTIVATIONS[metadata["task"]],
-            spatial_dims=len(reader.info.features["instances"].shape),
+            spatial_dims=len(features["instances" if "instances" in features else "mask"].shape),
             split_sizes={name: split.num_examples for name, split in reader.info.splits.items()},
             class_names=tuple(metadata["class_names"]) if metadata["class_names"] else None,
         )
-        validation.check_patch_fits(metadata["min_shape"], data_config.patch_size, data_config.name)
+        if data_config.name != "decathlon":  # its patch sampling pads small volumes (nnU-Net)
+            validation.check_patch_fits(
+                metadata["min_shape"], data_config.patch_size, data_config.name
+            )
     _check_against_config(info, data_config)
     return Dataset(info=info, config=data_config, reader=reader)
 
@@ -205,6 +217,8 @@ def _builder_config(data_config: ml_collections.ConfigDict):
     root = pathlib.Path(data_config.manual_dir).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (data.manual_dir)")
+    if data_config.name == "decathlon":
+        return decathlon_setup.builder_config(data_config, root)
     options = {
         key: data_config[key]
         for key in (

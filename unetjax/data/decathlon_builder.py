@@ -235,6 +235,8 @@ class Decathlon(builders._LocalBuilder):
             channel_names=list(config.channel_names),
             target_spacing=list(config.target_spacing),
             normalisation=config.normalisation,
+            image_order=config.image_order,
+            label_order=config.label_order,
         )
         return tfds.core.DatasetInfo(
             builder=self,
