@@ -7,7 +7,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from unetjax.data import catalog, examples, transforms
+from unetjax.data import catalog, examples, transforms, volume_transforms
 from unetjax.data.datasets import BUILDERS, Dataset
 from unetjax.data.errors import DataError
 
@@ -52,9 +52,11 @@ def train_iterator(
         raise DataError(f"process {process_index} of {process_count} has no training examples")
     # Shard, then shuffle and repeat: each epoch of this shard in a new seeded order.
     records = records.shuffle(seed=seed).repeat(None)
-    records = records.random_map(
-        transforms.TrainTransform(data_config, info.task == "multilabel"), seed=seed
-    )
+    if data_config.name == "decathlon":  # foreground-oversampled patches of volumes
+        transform = volume_transforms.VolumeTrainTransform(data_config)
+    else:
+        transform = transforms.TrainTransform(data_config, info.task == "multilabel")
+    records = records.random_map(transform, seed=seed)
     batches = records.batch(batch_size, drop_remainder=True)
     read = grain.ReadOptions(
         num_threads=data_config.num_threads, prefetch_buffer_size=data_config.prefetch
