@@ -23,7 +23,7 @@ import tqdm
 from PIL import Image
 
 from unetjax import inference, overlays, rundir
-from unetjax.cli import common
+from unetjax.cli import common, predict_volumes
 from unetjax.data import image_io
 
 FORMATS = ("png", "tiff", "npy")
@@ -136,6 +136,8 @@ def main(argv: list[str]) -> int:
     predictor = inference.load_predictor(
         args.model, depth=args.depth, mode=args.mode, step=args.step, dtype=args.dtype
     )
+    if predict_volumes.takes_volumes(predictor):  # NIfTI in and out, with the inputs' geometry
+        return predict_volumes.main(args, predictor)
     spec = predictor.spec
     if spec.spatial_dims == 3 and args.format == "png":
         raise common.UsageError("a 3D model writes volumes; use --format tiff or npy")
