@@ -21,45 +21,38 @@ This process never imports JAX: on a GPU it would take device memory the trainin
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
 
-from unetjax import graph
-from unetjax.evaluation import names
+if __package__ in (None, ""):  # run as `python recipes/isbi2012.py`: make `recipes` importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from recipes.isbi2012_results import (
+    EVAL_DIR,
+    MODELS,
+    PRUNED_MODEL,
+    PRUNING_PNG,
+    RECORD,
+    RESULTS_JSON,
+    RESULTS_MD,
+    Model,
+    best_step,
+    collect,
+    main_setting,
+    markdown,
+    read_record,
+    run_directory,
+    seed_summary,
+    seeds_present,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-    """One model of the comparison: its config and the data README's reference pixel accuracy."""
-
-    name: str
-    title: str
-    config: str
-    reference_accuracy: float | None
-
-
-MODELS = (
-    Model("unet", "U-Net", "configs/isbi2012_unet.py", 0.919),
-    # The reference report does not say whether its UNet++ used deep supervision.
-    Model("unetpp_nods", "UNet++ (no deep supervision)", "configs/isbi2012_unetpp_nods.py", 0.917),
-    Model("unetpp", "UNet++ (deep supervision)", "configs/isbi2012_unetpp.py", 0.917),
-    Model("unet3plus", "UNet 3+", "configs/isbi2012_unet3plus.py", 0.923),
-)
-PRUNED_MODEL = "unetpp"  # the one whose L1..L4 table and plot the results show
-RESULTS_MD, RESULTS_JSON = "results.md", "results.json"
-PRUNING_PNG = "unetpp_pruning.png"
-EVAL_DIR = "eval_test"
-RECORD = "recipe.json"  # in each run directory: the commands that produced it
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -89,6 +82,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tfds-dir", default=None, help="where the dataset is built (default: <output>/tfds)"
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train and evaluate each model with seeds 0..N-1 (config.seed: initialisation, "
+        "augmentation and data order; the split stays); the table adds mean ± sd across seeds",
+    )
     parser.add_argument("--skip-train", action="store_true", help="only evaluate existing runs")
     args = parser.parse_args(argv)
     names = [m.name for m in MODELS]
@@ -105,6 +105,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--extra {extra!r}: expected KEY=VALUE, e.g. train.batch_size=16")
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be positive")
+    if args.seeds < 1:
+        parser.error("--seeds must be positive")
     data = pathlib.Path(args.data).expanduser().resolve()
     if not ((data / "images").is_dir() and (data / "masks").is_dir()):
         parser.error(f"--data {data}: expected images/ and masks/ (the isbi2012_membrane folder)")
@@ -124,19 +126,21 @@ def _shown(command: list[str]) -> str:
     return shlex.join(["python", *command[1:]])
 
 
-def train_command(model: Model, args: argparse.Namespace) -> list[str]:
+def train_command(model: Model, args: argparse.Namespace, seed: int = 0) -> list[str]:
     command = [
         sys.executable,
         "train.py",
         "--config",
         model.config,
         "--workdir",
-        os.path.join(args.output, model.name),
+        run_directory(args.output, model, seed),
         f"--config.data.manual_dir={args.data}",
         f"--config.data.data_dir={args.tfds_dir}",
     ]
     if args.steps is not None:
         command.append(f"--config.train.num_steps={args.steps}")
+    if seed:
+        command.append(f"--config.seed={seed}")
     return command + [f"--config.{extra}" for extra in args.extra]
 
 
@@ -190,217 +194,11 @@ def run_logged(command: list[str], log_path: str) -> int:
         return process.wait()
 
 
-def read_jsonl(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def read_record(workdir: str) -> dict:
-    path = os.path.join(workdir, RECORD)
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def update_record(workdir: str, **values: str) -> None:
     """Merges `values` into the run's recipe.json (the commands behind its numbers)."""
     record = {**read_record(workdir), **values}
     with open(os.path.join(workdir, RECORD), "w") as f:
         json.dump(record, f, indent=2)
-
-
-def saved_steps(workdir: str) -> set[int]:
-    """Steps of the finished checkpoints (Orbax renames a step's folder to its number when done)."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        return set()
-    return {int(name) for name in os.listdir(directory) if name.isdigit()}
-
-
-def best_step(workdir: str, metric: str | None, mode: str | None = "max") -> int | None:
-    """The saved checkpoint with the best validation `metric` (metrics.jsonl); None: the latest."""
-    if not metric:
-        return None
-    saved = saved_steps(workdir)
-    scored = [
-        (record[metric], record["step"])
-        for record in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-        if record.get("split") == "val" and metric in record and record["step"] in saved
-    ]
-    if not scored:
-        return None
-    sign = -1 if mode == "min" else 1
-    return max(scored, key=lambda pair: (sign * pair[0], pair[1]))[1]
-
-
-def train_seconds_per_step(workdir: str, batch_size: int) -> tuple[float | None, int]:
-    """Median seconds per training step over the logged intervals, and how many there were.
-
-    The first interval of each invocation includes compilation and intervals after an evaluation
-    include it; the median of many intervals leaves both out.
-    """
-    rates = [
-        record["images_per_second"]
-        for record in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-        if record.get("split") == "train" and record.get("images_per_second")
-    ]
-    if not rates:
-        return None, 0
-    return batch_size / statistics.median(rates), len(rates)
-
-
-def main_setting(model_config: dict, best_metric: str | None) -> tuple[int, str]:
-    """The depth and mode the checkpoint is selected for, and so the one reported."""
-    heads = graph.graph_from_config(model_config).head_depths
-    return names.selected_setting(best_metric, heads)
-
-
-def _scores(row: dict) -> dict:
-    sweep = row.get("sweep", {})
-    at_best = sweep.get("split_scores", {})
-    return {
-        "depth": row["depth"],
-        "mode": row["mode"],
-        "params": row["params"],
-        "latency_ms": row["latency_ms"],
-        "num_images": row["num_images"],
-        "threshold": row["threshold"],
-        **{key: row[key] for key in ("iou", "iou_std", "dice", "dice_std", "accuracy")},
-        "accuracy_std": row["accuracy_std"],
-        "best_threshold": sweep.get("best_threshold"),
-        "validation_iou_at_best": sweep.get("validation_iou"),
-        **{f"{key}_at_best": at_best.get(key) for key in ("iou", "dice", "accuracy")},
-    }
-
-
-def collect(model: Model, workdir: str, evaluated_now: bool) -> dict:
-    """One model's result from its run's config.json, metrics.jsonl, evaluation.json and
-    recipe.json."""
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = json.load(f)
-    with open(os.path.join(workdir, EVAL_DIR, "evaluation.json")) as f:
-        report = json.load(f)
-    rows = report["results"]
-    depth, mode = main_setting(config["model"], config["train"].get("best_metric"))
-    main_row = next(r for r in rows if (r["depth"], r["mode"]) == (depth, mode))
-    seconds, intervals = train_seconds_per_step(workdir, config["train"]["batch_size"])
-    record = read_record(workdir)
-    return {
-        "name": model.name,
-        "title": model.title,
-        "config": model.config,
-        "workdir": workdir,
-        "architecture": config["model"]["architecture"],
-        "deep_supervision": config["model"]["deep_supervision"],
-        "filters": list(
-            graph.model_filters(
-                config["model"]["architecture"],
-                depth=config["model"].get("depth"),
-                filters=config["model"].get("filters"),
-                base_filters=config["model"].get("base_filters"),
-            )
-        ),
-        "num_steps": config["train"]["num_steps"],
-        "batch_size": config["train"]["batch_size"],
-        "patch_size": config["data"]["patch_size"],
-        "eval_patch_size": config["data"].get("eval_patch_size"),
-        "val_stems": config["data"].get("val_stems"),
-        "test_stems": config["data"].get("test_stems"),
-        "best_metric": config["train"].get("best_metric"),
-        "step": report["step"],
-        "device": report["device"],
-        "tile": report["tile"],
-        "setting": f"L{depth} {mode}",
-        **_scores(main_row),
-        "reference_accuracy": model.reference_accuracy,
-        "train_seconds_per_step": seconds,
-        "train_logged_intervals": intervals,
-        "evaluation": os.path.join(workdir, EVAL_DIR),
-        "evaluated_now": evaluated_now,
-        "rows": [_scores(r) for r in rows],
-        "commands": {key: record.get(key) for key in ("train", "evaluate")},
-    }
-
-
-def _number(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def markdown(results: list[dict], recipe_command: str) -> str:
-    """The combined table, the UNet++ pruning table and the commands behind every number."""
-    first = results[0]
-    tile = f"overlap-tile {first['tile']}x{first['tile']}" if first["tile"] else "whole images"
-    crop = first["eval_patch_size"]
-    size = f"central {'x'.join(map(str, crop))} crops" if crop else "full 512x512 slices"
-    budgets = {
-        (r["num_steps"], r["batch_size"], "x".join(map(str, r["patch_size"]))) for r in results
-    }
-    if len(budgets) == 1:
-        steps, batch, patch = budgets.pop()
-        budget = f"{steps} steps, batch {batch}, patch {patch}"
-    else:
-        budget = "budgets differ: " + "; ".join(
-            f"{r['title']} {r['num_steps']} steps, batch {r['batch_size']}" for r in results
-        )
-    lines = [
-        f"ISBI 2012 membranes, test slices {', '.join(first['test_stems'] or [])} "
-        f"({first['num_images']} images, {size}, {tile}); {budget}; evaluated on "
-        f"{first['device']}. IoU and Dice of the membrane class, mean over images; pixel "
-        "accuracy of the binarised prediction at 0.5 and at the threshold with the best IoU on "
-        f"the validation slices {', '.join(first['val_stems'] or [])}.",
-        "",
-        "| model | params | checkpoint | setting | membrane IoU | membrane Dice | "
-        "pixel acc. (0.5) | best val. threshold | pixel acc. (best thr.) | "
-        "reference pixel acc. | s/step (train) |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | ---: | --- | ---: | ---: |",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['title']}{'' if r['evaluated_now'] else ' *'} | {r['params']:,} | "
-            f"{r['step']} | {r['setting']} | "
-            f"{r['iou']:.4f} ± {r['iou_std']:.4f} | {r['dice']:.4f} ± {r['dice_std']:.4f} | "
-            f"{r['accuracy']:.4f} | {r['best_threshold']} | {_number(r['accuracy_at_best'])} | "
-            f"{_number(r['reference_accuracy'], 3)} | {_number(r['train_seconds_per_step'], 2)} |"
-        )
-    lines += [
-        "",
-        "Reference: pixel accuracy on held-out slices with 25 training slices, from one student "
-        "report (the data README); ours trains on 23. s/step: median over the logged intervals.",
-    ]
-    if not all(r["evaluated_now"] for r in results):
-        lines.append(
-            "* evaluated by an earlier run of the recipe in this output root, not by the command "
-            "below; its own commands are listed with it."
-        )
-    pruned = next((r for r in results if r["name"] == PRUNED_MODEL), None)
-    if pruned is not None:
-        lines += [
-            "",
-            f"{pruned['title']} pruned to depth L (fast: head L alone; accurate: mean of heads "
-            f"1..L), step {pruned['step']}; latency per image ({size[:-1]}, {tile}), batch 1, "
-            "median of the timed calls, host transfer included:",
-            "",
-            "| L | mode | params | latency (ms) | membrane IoU | membrane Dice | "
-            "pixel acc. (0.5) | best val. threshold | IoU (best thr.) | pixel acc. (best thr.) |",
-            "| --- | --- | ---: | ---: | --- | --- | --- | ---: | --- | --- |",
-        ]
-        for r in pruned["rows"]:
-            lines.append(
-                f"| L{r['depth']} | {r['mode']} | {r['params']:,} | {r['latency_ms']:.2f} | "
-                f"{r['iou']:.4f} | {r['dice']:.4f} | {r['accuracy']:.4f} | "
-                f"{r['best_threshold']} | {_number(r['iou_at_best'])} | "
-                f"{_number(r['accuracy_at_best'])} |"
-            )
-        lines += ["", f"![UNet++ pruning: test IoU against latency]({PRUNING_PNG})"]
-    lines += ["", "Produced by:", "", "```bash", recipe_command]
-    for r in results:
-        known = [r["commands"][key] for key in ("train", "evaluate") if r["commands"].get(key)]
-        lines += [f"# {r['title']}" + (", run by:" if known else ": commands not recorded"), *known]
-    lines += ["```"]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -409,9 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe_command = shlex.join(
         ["python", "recipes/isbi2012.py", *(sys.argv[1:] if argv is None else argv)]
     )
-    for model in [] if args.skip_train else args.models:
-        workdir = os.path.join(args.output, model.name)
-        command = train_command(model, args)
+    runs = [(model, seed) for model in args.models for seed in range(args.seeds)]
+    for model, seed in [] if args.skip_train else runs:
+        workdir = run_directory(args.output, model, seed)
+        command = train_command(model, args, seed)
         status = run_logged(command, os.path.join(workdir, "train.log"))
         if status != 0:
             hint = "; rerun the same command to resume" if status == 130 else ""
@@ -419,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         update_record(workdir, train=_shown(command))
 
-    for model in args.models:
-        workdir = os.path.join(args.output, model.name)
+    for model, seed in runs:
+        workdir = run_directory(args.output, model, seed)
         config_path = os.path.join(workdir, "config.json")
         if not os.path.isfile(config_path):
             _say(f"isbi2012: {config_path} not found; train {model.name} first")
@@ -441,11 +240,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         update_record(workdir, evaluate=_shown(command))
 
     # Every model evaluated in this output root, so that --only adds to the table.
-    results = [
-        collect(model, os.path.join(args.output, model.name), model in args.models)
-        for model in MODELS
-        if os.path.isfile(os.path.join(args.output, model.name, EVAL_DIR, "evaluation.json"))
-    ]
+    results = []
+    for model in MODELS:
+        evaluated = [
+            seed
+            for seed in seeds_present(args.output, model)
+            if os.path.isfile(
+                os.path.join(run_directory(args.output, model, seed), EVAL_DIR, "evaluation.json")
+            )
+        ]
+        if evaluated:
+            per_seed = [
+                collect(model, run_directory(args.output, model, seed), model in args.models)
+                for seed in evaluated
+            ]
+            results.append({**per_seed[0], "seeds": seed_summary(per_seed, evaluated)})
     pruned = next((r for r in results if r["name"] == PRUNED_MODEL), None)
     if pruned is not None:
         shutil.copyfile(

@@ -7,6 +7,7 @@ folder is absent (the data are not redistributable, so CI may not have them).
 """
 
 import json
+import os
 import pathlib
 import re
 
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 
 from recipes import isbi2012
+from recipes import isbi2012_results as results
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "isbi2012_membrane"
@@ -91,8 +93,8 @@ def test_training_writes_checkpoints_metrics_and_the_split(recipe_run):
         assert data["isbi_foreground"] == "membrane" and data["data_dir"] == str(
             recipe_run / "tfds"
         )
-        assert sorted(isbi2012.saved_steps(str(workdir))) == [2, 4]
-        records = isbi2012.read_jsonl(str(workdir / "metrics.jsonl"))
+        assert sorted(results.saved_steps(str(workdir))) == [2, 4]
+        records = results.read_jsonl(str(workdir / "metrics.jsonl"))
         assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, STEPS + 1))
         assert [r["step"] for r in records if r["split"] == "val"] == [2, 4]
         assert "$ " in (workdir / "train.log").read_text()
@@ -104,9 +106,7 @@ def test_evaluate_runs_at_the_best_validation_checkpoint_with_the_expected_rows(
     for name, settings in expected.items():
         workdir = recipe_run / name
         report = json.loads((workdir / "eval_test" / "evaluation.json").read_text())
-        val = [
-            r for r in isbi2012.read_jsonl(str(workdir / "metrics.jsonl")) if r["split"] == "val"
-        ]
+        val = [r for r in results.read_jsonl(str(workdir / "metrics.jsonl")) if r["split"] == "val"]
         best = max(val, key=lambda r: (r["iou_accurate"], r["step"]))["step"]
         assert report["step"] == best
         assert (report["split"], report["tile"]) == ("test", 64)
@@ -163,7 +163,7 @@ def test_results_table_json_and_plot_combine_the_evaluations(recipe_run):
         assert record["evaluate"] == models[name]["commands"]["evaluate"]
         assert record["train"] in table and record["evaluate"] in table
     assert "*" not in table.split("Produced by")[0].replace("**", "")
-    plot = recipe_run / isbi2012.PRUNING_PNG
+    plot = recipe_run / results.PRUNING_PNG
     assert plot.read_bytes() == (recipe_run / "unetpp" / "eval_test" / "pruning.png").read_bytes()
     assert Image.open(plot).format == "PNG"
 
@@ -172,7 +172,7 @@ def test_results_table_json_and_plot_combine_the_evaluations(recipe_run):
 def test_models_from_an_earlier_run_are_marked_in_the_table(recipe_run):
     models = json.loads((recipe_run / "results.json").read_text())["models"]
     models[0]["evaluated_now"] = False  # as after `--only unetpp` in the same output root
-    table = isbi2012.markdown(models, "python recipes/isbi2012.py --only unetpp")
+    table = results.markdown(models, "python recipes/isbi2012.py --only unetpp")
     assert "| U-Net * |" in table and "| UNet++ (deep supervision) |" in table
     assert "* evaluated by an earlier run of the recipe" in table
 
@@ -204,10 +204,10 @@ def test_checkpoint_selection_takes_the_best_saved_validation_step(tmp_path):
         {"step": 2500, "split": "val", "iou_L4": 0.95},
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert isbi2012.best_step(str(tmp_path), "iou_L4") == 2000  # ties: the later step
-    assert isbi2012.best_step(str(tmp_path), "iou_L4", "min") == 500
-    assert isbi2012.best_step(str(tmp_path), "") is None  # no metric: evaluate takes the latest
-    assert isbi2012.best_step(str(tmp_path), "dice_L4") is None
+    assert results.best_step(str(tmp_path), "iou_L4") == 2000  # ties: the later step
+    assert results.best_step(str(tmp_path), "iou_L4", "min") == 500
+    assert results.best_step(str(tmp_path), "") is None  # no metric: evaluate takes the latest
+    assert results.best_step(str(tmp_path), "dice_L4") is None
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,7 @@ def test_checkpoint_selection_takes_the_best_saved_validation_step(tmp_path):
             {
                 "architecture": "unet_plusplus",
                 "deep_supervision": False,
-                "depth": 4,
+                "depth": None,
                 "filters": [4, 8, 16],
             },
             "loss",
@@ -246,7 +246,7 @@ def test_checkpoint_selection_takes_the_best_saved_validation_step(tmp_path):
     ],
 )
 def test_the_reported_setting_is_the_one_the_checkpoint_was_chosen_for(model, metric, expected):
-    assert isbi2012.main_setting(model, metric) == expected
+    assert results.main_setting(model, metric) == expected
 
 
 @needs_data
@@ -269,3 +269,29 @@ def test_a_folder_without_images_and_masks_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         isbi2012.parse_args(["--data", str(tmp_path), "--output", str(tmp_path / "out")])
     assert "expected images/ and masks/" in capsys.readouterr().err
+
+
+def test_seeds_train_in_their_own_directories_and_are_summarised(tmp_path):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    argv = ["--data", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--seeds", "3"]
+    args = isbi2012.parse_args(argv)
+    unet = results.MODELS[0]
+    first, third = isbi2012.train_command(unet, args, 0), isbi2012.train_command(unet, args, 2)
+    assert first[first.index("--workdir") + 1] == str(tmp_path / "out" / unet.name)
+    assert third[third.index("--workdir") + 1] == str(tmp_path / "out" / f"{unet.name}_seed2")
+    assert "--config.seed=2" in third and not any("config.seed=" in a for a in first)
+    for seed in (0, 2):
+        os.makedirs(results.run_directory(args.output, unet, seed))
+    assert results.seeds_present(args.output, unet) == [0, 2]
+
+    runs = [
+        {"iou": 0.70, "dice": 0.82, "accuracy": 0.91},
+        {"iou": 0.74, "dice": 0.85, "accuracy": 0.92},
+    ]
+    summary = results.seed_summary(runs, [0, 2])
+    assert summary["n"] == 2 and summary["iou"] == [0.70, 0.74]
+    assert abs(summary["iou_mean"] - 0.72) < 1e-12
+    assert abs(summary["iou_sd"] - np.std([0.70, 0.74], ddof=1)) < 1e-12
+    table = "\n".join(results.seeds_table([{"title": "U-Net", "seeds": summary}]))
+    assert "| U-Net | 2 | 0.7200 ± 0.0283 |" in table and "0.7000, 0.7400" in table

@@ -20,6 +20,8 @@ from unetjax.evaluation import counts
 from unetjax.nested_unet import NestedUNet, accurate_mean
 
 Batch = dict[str, jax.Array]
+# What the steps read from a batch; other keys (case ids, spacing, instances) stay on the host.
+BATCH_KEYS = ("image", "mask", "weight")
 
 
 @flax.struct.dataclass

@@ -128,7 +128,8 @@ def evaluate(
         valid = batch.pop("valid")
         if first_batch is None:
             first_batch = {key: value[valid] for key, value in batch.items()}
-        outputs = eval_step(state, parallel.shard_batch(batch, mesh))
+        inputs = {key: batch[key] for key in steps.BATCH_KEYS if key in batch}
+        outputs = eval_step(state, parallel.shard_batch(inputs, mesh))
         outputs = multihost_utils.process_allgather(outputs, tiled=True)
         valid = multihost_utils.process_allgather(valid, tiled=True)
         losses.append(np.asarray(outputs["loss_per_head"])[valid])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -37,8 +38,12 @@ def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str] | N
         return None
     try:
         rest = flag_values([PROG, *argv])
-    except flags.Error as error:
-        raise common.UsageError(str(error)) from None
+    except (flags.Error, AttributeError, KeyError, TypeError) as error:
+        # ml_collections reports an unknown key as an AttributeError whose text is the repr of
+        # a KeyError's message, with literal quotes and "\n" in it: say it plainly.
+        text = str(error.args[0] if error.args else error)
+        text = re.sub(r"(\\n|\n)+", "; ", text).replace("\\'", "").replace("'", "")
+        raise common.UsageError(f"config override: {text}") from None
     if len(rest) > 1:
         raise common.UsageError(f"unexpected arguments {rest[1:]}; options are --config, --workdir")
     if flag_values.config is None:
