@@ -84,7 +84,7 @@ def main(args: argparse.Namespace, predictor: Predictor) -> int:
     print(
         f"predict: {len(cases)} volumes, {args.model} step {predictor.step}, depth "
         f"{predictor.depth} ({predictor.mode}), {predictor.num_params:,} parameters, tiles "
-        f"{tile.tile}, spacing {preprocessing.target_spacing} mm"
+        f"{tile.tile}, spacing {tuple(round(s, 3) for s in preprocessing.target_spacing)} mm"
     )
     written = 0
     start = time.perf_counter()

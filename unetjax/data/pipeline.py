@@ -92,7 +92,11 @@ def eval_batches(
     data_config, info = dataset.config, dataset.info
     records = _source(dataset, split)
     num_batches = math.ceil(math.ceil(len(records) / process_count) / batch_size)
-    records = records.map(transforms.EvalTransform(data_config, info.task == "multilabel"))
+    if data_config.name == "decathlon":  # crops padded with what lies outside a scan
+        transform = volume_transforms.VolumeEvalTransform(data_config)
+    else:
+        transform = transforms.EvalTransform(data_config, info.task == "multilabel")
+    records = records.map(transform)
     # The split's first example shapes the padding, even on a process left without examples.
     filler = {key: np.zeros_like(value) for key, value in records[0].items()}
     read = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=batch_size)

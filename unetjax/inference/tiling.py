@@ -100,8 +100,11 @@ def tile_starts(size: int, tile: int, overlap: int, align: int = 1) -> list[int]
         raise ValueError(f"size {size} and tile {tile} must be multiples of {align}")
     if tile >= size:
         return [0]
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
+    if not 0 <= overlap <= tile - align:
+        # Starts are multiples of `align`, so neighbours are at least `align` apart.
+        raise ValueError(
+            f"overlap must be in [0, tile - align] = [0, {tile - align}], got {overlap}"
+        )
     span = size - tile
     count = math.ceil(span / (tile - overlap)) + 1
     while True:
@@ -168,7 +171,8 @@ def predict_tiled(
       `batch_size` tiles (the last batch is filled up by repeating a tile), so a jit-compiled
       function compiles once.
     tile, overlap: per spatial axis (an int applies to every axis). Tiles are rounded up to a
-      multiple of `align` and shrunk to the (padded) image where it is smaller.
+      multiple of `align` and shrunk to the (padded) image where it is smaller; overlaps are
+      capped at tile - align (tiles start on multiples of `align`).
     border: pixels of mirrored context added on every side before tiling (U-Net paper).
     """
     spatial_dims = image.ndim - 1
@@ -180,7 +184,7 @@ def predict_tiled(
     size = padded.shape[:-1]
     tile_shape = tuple(min(round_up(t, align), s) for t, s in zip(tile_shape, size, strict=True))
     starts_per_axis = [
-        tile_starts(s, t, min(o, t - 1), align)
+        tile_starts(s, t, min(o, t - align), align)
         for s, t, o in zip(size, tile_shape, overlaps, strict=True)
     ]
     if all(len(starts) == 1 for starts in starts_per_axis):
