@@ -91,7 +91,7 @@ def run_unetjax(args: argparse.Namespace) -> dict[str, Any]:
         rngs=nnx.Rngs(jax.random.key(0, impl="rbg")),
     )
     predictor = Predictor(
-        model,
+        nested_unet.prune(model, args.depth, "fast"),  # as load_predictor restores it
         depth=args.depth,
         mode="fast",
         config=config,

@@ -53,6 +53,17 @@ def test_blended_tiles_are_the_window_weighted_mean_of_every_tile():
     np.testing.assert_allclose(got, brute_force_blend(image, tile, starts), rtol=1e-5, atol=1e-5)
 
 
+def test_an_overlap_the_aligned_grid_cannot_give_is_capped_not_looped_over():
+    # Starts are multiples of align = 16, so 16-voxel tiles cannot overlap by 8: the tiles of
+    # a 32-voxel axis are [0, 16) and [16, 32), as a direct prediction sees them.
+    with pytest.raises(ValueError, match=r"overlap must be in \[0, tile - align\] = \[0, 0\]"):
+        tiling.tile_starts(32, 16, 8, align=16)
+    image = np.random.default_rng(1).normal(size=(32, 32, 32, 1)).astype(np.float32)
+    got = tiling.predict_tiled(content_dependent, image, tile=16, overlap=8, align=16)
+    starts = [[0, 16]] * 3
+    np.testing.assert_allclose(got, brute_force_blend(image, (16,) * 3, starts), rtol=1e-5)
+
+
 def test_channel_files_make_one_case_and_other_files_one_each(tmp_path):
     files = [
         tmp_path / "a_0000.nii.gz",
