@@ -30,7 +30,7 @@ import tqdm
 from PIL import Image
 
 from unetjax import inference, overlays, rundir
-from unetjax.cli import common
+from unetjax.cli import common, predict_volumes
 from unetjax.data import image_io
 from unetjax.inference import artifact_format, artifact_runner, deploy_choice
 
@@ -195,6 +195,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     common.configure_logging()
     model, spatial_dims, color_mode, threshold, summary = load_model(args)
+    if isinstance(model, inference.Predictor) and predict_volumes.takes_volumes(model):
+        return predict_volumes.main(args, model)  # NIfTI in and out, with the inputs' geometry
     if spatial_dims == 3 and args.format == "png":
         raise common.UsageError("a 3D model writes volumes; use --format tiff or npy")
     tile = common.tile_options(

@@ -8,7 +8,7 @@ import pathlib
 
 import ml_collections
 
-from unetjax.data import builders, examples, folder, validation
+from unetjax.data import builders, decathlon_setup, examples, folder, validation
 from unetjax.data.errors import DataError
 
 
@@ -40,6 +40,8 @@ def builder_config(data_config: ml_collections.ConfigDict):
     root = pathlib.Path(data_config.manual_dir).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (data.manual_dir)")
+    if data_config.name == "decathlon":
+        return decathlon_setup.builder_config(data_config, root)
     options = {
         key: data_config[key]
         for key in (

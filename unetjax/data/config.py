@@ -17,14 +17,15 @@ def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     # Which dataset: "synthetic_cells" (embedded, no download), "image_folder" (the user's own
-    # images and masks), "isbi2012_em", "dsb2018_nuclei", or the name of any TFDS catalog dataset
-    # already prepared in `data_dir` (catalog datasets need TensorFlow to be built).
+    # images and masks), "isbi2012_em", "dsb2018_nuclei", "decathlon" (3D NIfTI volumes in the
+    # MSD / nnU-Net layout), or the name of any TFDS catalog dataset already prepared in
+    # `data_dir` (catalog datasets need TensorFlow to be built).
     config.name = "synthetic_cells"
     # Where the built array_record files live. None: TFDS's default ($TFDS_DATA_DIR or
     # ~/tensorflow_datasets).
     config.data_dir = placeholder(str)
     # The user's local source directory (TFDS manual_dir convention), for image_folder,
-    # isbi2012_em and dsb2018_nuclei.
+    # isbi2012_em, dsb2018_nuclei and decathlon.
     config.manual_dir = placeholder(str)
 
     # Geometry. 2 (H, W) or 3 (D, H, W); synthetic_cells and image_folder honour it.
@@ -48,7 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
     # "auto" keeps the channels of the files (all must agree), "grayscale" or "rgb" converts.
     config.color_mode = "auto"
     # Fractions of the samples held out for validation and test (image_folder, isbi2012_em,
-    # dsb2018_nuclei), drawn with dataset_seed...
+    # dsb2018_nuclei, decathlon cases), drawn with dataset_seed...
     config.val_fraction = 0.1
     config.test_fraction = 0.1
     # ...unless explicit lists of file stems are given (then all three are used as they are;
@@ -107,6 +108,16 @@ def default_config() -> ml_collections.ConfigDict:
     config.patch_size = (96, 96)
     # Evaluation on a centre crop of this size; None evaluates full images.
     config.eval_patch_size = placeholder(tuple)
+
+    # decathlon (an MSD / nnU-Net raw folder in manual_dir; docs/medical.md): every case is
+    # resampled to this spacing in mm, (D, H, W) = (superior, anterior, right) after RAS
+    # reorientation. None: the training split's median spacing (nnU-Net's rule, with its
+    # exception for strongly anisotropic data, see `resample.target_spacing`).
+    config.target_spacing = placeholder(tuple)
+    # decathlon: the fraction of training patches centred on a foreground voxel (a class drawn
+    # uniformly among those present, then a voxel of it), so small organs are seen; the rest are
+    # placed uniformly. nnU-Net's 0.33.
+    config.foreground_prob = 0.33
 
     # Augmentation (train only). `augment` is the master switch; each transform runs on a
     # sample with its probability (0 turns it off).

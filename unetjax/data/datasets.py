@@ -10,7 +10,14 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unetjax.data import builder_configs, builders, catalog, summary, validation
+from unetjax.data import (
+    builder_configs,
+    builders,
+    catalog,
+    decathlon_builder,
+    summary,
+    validation,
+)
 from unetjax.data import config as config_lib
 from unetjax.data.errors import DataError
 
@@ -21,6 +28,7 @@ BUILDERS = {
     "image_folder": builders.ImageFolder,
     "isbi2012_em": builders.Isbi2012Em,
     "dsb2018_nuclei": builders.Dsb2018Nuclei,
+    "decathlon": decathlon_builder.Decathlon,
 }
 ACTIVATIONS = {"binary": "sigmoid", "multiclass": "softmax", "multilabel": "sigmoid"}
 
@@ -132,13 +140,16 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
             num_classes=metadata["num_classes"],
             in_channels=metadata["in_channels"],
             output_activation=ACTIVATIONS[metadata["task"]],
-            spatial_dims=len(reader.info.features["instances"].shape),
+            spatial_dims=_label_dims(reader.info.features),
             split_sizes=split_sizes,
             class_names=tuple(metadata["class_names"]) if metadata["class_names"] else None,
             uniform_size={split: sizes[split]["uniform"] for split in split_sizes},
             ignore_index=metadata.get("ignore_index"),
         )
-        validation.check_patch_fits(metadata["min_shape"], data_config.patch_size, data_config.name)
+        if data_config.name != "decathlon":  # its patch sampling pads small volumes (nnU-Net)
+            validation.check_patch_fits(
+                metadata["min_shape"], data_config.patch_size, data_config.name
+            )
         dataset_summary = summary.build(
             metadata,
             name=f"{data_config.name} ({reader.builder_config.name})",
@@ -159,8 +170,25 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
     return dataset
 
 
+def _label_dims(features) -> int:
+    """Spatial dims of the labels: instance ids (2D builders) or the class mask (decathlon)."""
+    return len(features["instances" if "instances" in features else "mask"].shape)
+
+
 def _check_unit_range(dataset_summary: dict, data_config: ml_collections.ConfigDict) -> None:
-    """Float images are used as they are under "unit": they must be in [0, 1]."""
+    """Float images are used as they are under "unit": they must be in [0, 1].
+
+    decathlon volumes are stored normalised already (nnU-Net's CT / per-case z-score scheme,
+    docs/medical.md), so "unit" (as stored) is the only kind that applies to them.
+    """
+    if data_config.name == "decathlon":
+        if data_config.normalize != "unit":
+            raise DataError(
+                f"data.normalize={data_config.normalize!r}: decathlon volumes are normalised "
+                "when the dataset is built (CT: clip and z-score; MR: per-case z-score); "
+                "leave data.normalize='unit'"
+            )
+        return
     if data_config.normalize != "unit" or dataset_summary["dtype"] != "float32":
         return
     low, high = min(dataset_summary["intensity_min"]), max(dataset_summary["intensity_max"])

@@ -37,6 +37,7 @@ from unetjax.data import (
     nifti_io,
     patch_sampling,
     resample,
+    summary,
 )
 from unetjax.data.errors import DataError
 
@@ -240,6 +241,8 @@ class Decathlon(builders._LocalBuilder):
             channel_names=list(config.channel_names),
             target_spacing=list(config.target_spacing),
             normalisation=config.normalisation,
+            image_order=config.image_order,
+            label_order=config.label_order,
         )
         return tfds.core.DatasetInfo(
             builder=self,
@@ -255,7 +258,11 @@ class Decathlon(builders._LocalBuilder):
         out = pathlib.Path(self.data_dir)
         (out / STATS_FILE).write_text(json.dumps(config.normalisation, indent=2))
         (out / SUMMARY_FILE).write_text(json.dumps(config.summary, indent=2))
-        return {split: self._generate_examples(cases) for split, cases in config.splits.items()}
+        accumulator = summary.StatisticsAccumulator("multiclass", len(config.labels))
+        return {
+            split: self._accumulating(split, self._generate_examples(cases), accumulator)
+            for split, cases in config.splits.items()
+        }
 
     def _generate_examples(self, cases: list[decathlon.Case]):
         config: DecathlonConfig = self.builder_config

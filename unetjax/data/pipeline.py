@@ -12,7 +12,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from unetjax.data import catalog, examples, transforms
+from unetjax.data import catalog, examples, transforms, volume_transforms
 from unetjax.data.datasets import BUILDERS, Dataset
 from unetjax.data.errors import DataError
 
@@ -57,10 +57,13 @@ def train_iterator(
         raise DataError(f"process {process_index} of {process_count} has no training examples")
     # Shard, then shuffle and repeat: each epoch of this shard in a new seeded order.
     records = records.shuffle(seed=seed).repeat(None)
-    records = records.random_map(
-        transforms.TrainTransform(data_config, info.task == "multilabel", dataset.normalization),
-        seed=seed,
-    )
+    if data_config.name == "decathlon":  # foreground-oversampled patches of volumes
+        transform = volume_transforms.VolumeTrainTransform(data_config)
+    else:
+        transform = transforms.TrainTransform(
+            data_config, info.task == "multilabel", dataset.normalization
+        )
+    records = records.random_map(transform, seed=seed)
     batches = records.batch(batch_size, drop_remainder=True)
     read = grain.ReadOptions(
         num_threads=data_config.num_threads, prefetch_buffer_size=data_config.prefetch
@@ -118,9 +121,13 @@ def _padded_batches(
     data_config, info = dataset.config, dataset.info
     records = _source(dataset, split)
     num_batches = math.ceil(math.ceil(len(records) / process_count) / batch_size)
-    records = records.map(
-        transforms.EvalTransform(data_config, info.task == "multilabel", dataset.normalization)
-    )
+    if data_config.name == "decathlon":  # crops padded with what lies outside a scan
+        transform = volume_transforms.VolumeEvalTransform(data_config)
+    else:
+        transform = transforms.EvalTransform(
+            data_config, info.task == "multilabel", dataset.normalization
+        )
+    records = records.map(transform)
     # The split's first example shapes the padding, even on a process left without examples.
     filler = {key: np.zeros_like(value) for key, value in records[0].items()}
     read = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=batch_size)

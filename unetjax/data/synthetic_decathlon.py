@@ -6,8 +6,11 @@ oblique rotation, so that every geometry path is exercised. Labels are ellipsoid
 millimetres ("organ", with a smaller "lesion" inside it when there are three classes), and the
 two channels are a CT-like int16 image in HU and an MR-like float image with a bias field.
 Deterministic for a seed; a few cases take well under a second to write.
+
+    python -m unetjax.data.synthetic_decathlon /tmp/syn_msd --num-training 6
 """
 
+import argparse
 import json
 import pathlib
 
@@ -176,3 +179,26 @@ def write_dataset(
         }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", help="the folder to write (data.manual_dir)")
+    parser.add_argument("--num-training", type=int, default=4)
+    parser.add_argument("--num-test", type=int, default=1)
+    parser.add_argument("--layout", choices=("msd", "nnunet"), default="nnunet")
+    parser.add_argument("--num-classes", type=int, choices=(2, 3), default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    write_dataset(
+        pathlib.Path(args.root),
+        num_training=args.num_training,
+        num_test=args.num_test,
+        layout=args.layout,
+        num_classes=args.num_classes,
+        seed=args.seed,
+    )
+
+
+if __name__ == "__main__":
+    main()

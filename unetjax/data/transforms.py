@@ -104,13 +104,15 @@ def spatial_transform(
     patch: Sequence[int],
     options: AugmentOptions,
     rng: np.random.Generator,
+    origin: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random crop, affine, elastic, flips and 90-degree rotations of image and labels.
 
     image (*spatial, C) float, labels (*spatial, L) int; returns both at (*patch, ...).
+    origin: the patch's first voxel (e.g. from foreground oversampling); None: uniform.
     """
     dims = len(patch)
-    origin = crop_origin(image.shape[:dims], patch, rng)
+    origin = crop_origin(image.shape[:dims], patch, rng) if origin is None else np.asarray(origin)
     use_affine = rng.random() < options.affine_prob
     use_elastic = rng.random() < options.elastic_prob
     if use_affine or use_elastic:

@@ -100,8 +100,11 @@ def tile_starts(size: int, tile: int, overlap: int, align: int = 1) -> list[int]
         raise ValueError(f"size {size} and tile {tile} must be multiples of {align}")
     if tile >= size:
         return [0]
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
+    if not 0 <= overlap <= tile - align:
+        # Starts are multiples of `align`, so neighbours are at least `align` apart.
+        raise ValueError(
+            f"overlap must be in [0, tile - align] = [0, {tile - align}], got {overlap}"
+        )
     span = size - tile
     count = math.ceil(span / (tile - overlap)) + 1
     while True:
@@ -111,29 +114,44 @@ def tile_starts(size: int, tile: int, overlap: int, align: int = 1) -> list[int]
         count += 1
 
 
+def blend_profile(size: int, blend: str = "gaussian", sigma_scale: float = 1 / 8) -> np.ndarray:
+    """float64 weights (size,) of one axis of `blend_window`."""
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    if blend == "constant":
+        return np.ones(size)
+    centre = (size - 1) / 2
+    sigma = max(size * sigma_scale, 1e-6)
+    profile = np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
+    # Every pixel keeps some weight (at an image corner only one tile covers it). The floor
+    # is per axis, not on the product, which would flatten the weights near a corner,
+    # where all of them are small, into a constant blend.
+    return np.maximum(profile / profile.max(), 1e-6)
+
+
 def blend_window(
     tile_shape: Sequence[int], blend: str = "gaussian", sigma_scale: float = 1 / 8
 ) -> np.ndarray:
-    """Weights (*tile_shape) for blending overlapping tiles.
+    """Weights (*tile_shape) for blending overlapping tiles: the outer product of the axes'
+    `blend_profile`s.
 
     "gaussian": a separable Gaussian centred on the tile with sigma = tile * sigma_scale (nnU-Net),
     scaled to 1 at the centre, so predictions near a tile border, which lack context, count
     little. "constant": ones (the plain mean of the overlapping tiles).
     """
-    if blend not in BLENDS:
-        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
-    if blend == "constant":
-        return np.ones(tuple(tile_shape), np.float32)
     window = np.ones((), np.float64)
     for size in tile_shape:
-        centre = (size - 1) / 2
-        sigma = max(size * sigma_scale, 1e-6)
-        profile = np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
-        # Every pixel keeps some weight (at an image corner only one tile covers it). The floor
-        # is per axis, not on the product, which would flatten the weights near a corner,
-        # where all of them are small, into a constant blend.
-        window = np.multiply.outer(window, np.maximum(profile / profile.max(), 1e-6))
+        window = np.multiply.outer(window, blend_profile(size, blend, sigma_scale))
     return window.astype(np.float32)
+
+
+def _summed_profiles(size: int, tile: int, starts: Sequence[int], blend: str) -> np.ndarray:
+    """One axis's sum of the tiles' profiles. Tiles sit on a grid and the window is separable,
+    so the total weight of a voxel is the product of these sums over the axes."""
+    total = np.zeros(size)
+    for start in starts:
+        total[start : start + tile] += blend_profile(tile, blend)
+    return total
 
 
 def predict_tiled(
@@ -153,7 +171,8 @@ def predict_tiled(
       `batch_size` tiles (the last batch is filled up by repeating a tile), so a jit-compiled
       function compiles once.
     tile, overlap: per spatial axis (an int applies to every axis). Tiles are rounded up to a
-      multiple of `align` and shrunk to the (padded) image where it is smaller.
+      multiple of `align` and shrunk to the (padded) image where it is smaller; overlaps are
+      capped at tile - align (tiles start on multiples of `align`).
     border: pixels of mirrored context added on every side before tiling (U-Net paper).
     """
     spatial_dims = image.ndim - 1
@@ -165,36 +184,54 @@ def predict_tiled(
     size = padded.shape[:-1]
     tile_shape = tuple(min(round_up(t, align), s) for t, s in zip(tile_shape, size, strict=True))
     starts_per_axis = [
-        tile_starts(s, t, min(o, t - 1), align)
+        tile_starts(s, t, min(o, t - align), align)
         for s, t, o in zip(size, tile_shape, overlaps, strict=True)
     ]
-    corners = list(itertools.product(*starts_per_axis))
-
-    if len(corners) == 1:
+    if all(len(starts) == 1 for starts in starts_per_axis):
         prediction = np.asarray(predict_fn(padded[None]))[0]
     else:
-        window = blend_window(tile_shape, blend)
-        total = None
-        weight = np.zeros(size, np.float32)
-        for first in range(0, len(corners), batch_size):
-            chunk = corners[first : first + batch_size]
-            regions = [
-                tuple(slice(c, c + t) for c, t in zip(corner, tile_shape, strict=True))
-                for corner in chunk
-            ]
-            tiles = [padded[region] for region in regions]
-            tiles += [tiles[-1]] * (batch_size - len(tiles))
-            probabilities = np.asarray(predict_fn(np.stack(tiles)), np.float32)
-            if total is None:
-                total = np.zeros((*size, probabilities.shape[-1]), np.float32)
-            for region, tile_probabilities in zip(regions, probabilities, strict=False):
-                total[region] += tile_probabilities * window[..., None]
-                weight[region] += window
-        prediction = total / weight[..., None]
+        prediction = _blend_tiles(
+            predict_fn, padded, tile_shape, starts_per_axis, blend, batch_size
+        )
     prediction = prediction[crop]
     if border:
         prediction = prediction[tuple(slice(border, -border) for _ in range(spatial_dims))]
     return prediction
+
+
+def _blend_tiles(
+    predict_fn: PredictFn,
+    padded: np.ndarray,
+    tile_shape: tuple[int, ...],
+    starts_per_axis: list[list[int]],
+    blend: str,
+    batch_size: int,
+) -> np.ndarray:
+    """The blended probabilities (*size, K). Memory: one (*size, K) float32 sum, accumulated in
+    place and divided in place by the separable total weight (no weight volume), plus one batch
+    of tiles."""
+    size = padded.shape[:-1]
+    window = blend_window(tile_shape, blend)[..., None]
+    corners = list(itertools.product(*starts_per_axis))
+    total = None
+    for first in range(0, len(corners), batch_size):
+        regions = [
+            tuple(slice(c, c + t) for c, t in zip(corner, tile_shape, strict=True))
+            for corner in corners[first : first + batch_size]
+        ]
+        tiles = [padded[region] for region in regions]
+        tiles += [tiles[-1]] * (batch_size - len(tiles))
+        probabilities = np.asarray(predict_fn(np.stack(tiles)), np.float32)
+        if total is None:
+            total = np.zeros((*size, probabilities.shape[-1]), np.float32)
+        for region, tile_probabilities in zip(regions, probabilities, strict=False):
+            total[region] += tile_probabilities * window
+    for axis, (length, tile, starts) in enumerate(
+        zip(size, tile_shape, starts_per_axis, strict=True)
+    ):
+        weight = _summed_profiles(length, tile, starts, blend).astype(np.float32)
+        total /= weight.reshape([-1 if a == axis else 1 for a in range(total.ndim)])
+    return total
 
 
 def _per_axis(value: int | Sequence[int], spatial_dims: int, name: str) -> tuple[int, ...]:
