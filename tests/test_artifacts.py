@@ -422,3 +422,17 @@ def test_interpolating_models_export_to_stablehlo_and_onnx_says_it_cannot(tmp_pa
     )
     with pytest.raises(ValueError, match=r"cannot convert this network .* use --format stablehlo"):
         artifact.export_onnx(predictor, tmp_path / "model.onnx", spatial_shape=(32, 32))
+
+
+def test_the_artifact_runner_imports_neither_flax_nor_the_training_stack():
+    # The runner behind `predict --model x.onnx` (tiling, TTA, output labels) is ours, but a
+    # deployment host should not need Flax, Orbax, optax, grain or TFDS to load it.
+    code = (
+        "import sys\nimport unetjax.inference.artifact_runner\n"
+        "heavy = {'flax', 'orbax', 'optax', 'grain', 'tensorflow_datasets', 'jax'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -21,8 +21,8 @@ import numpy as np
 
 from unetjax.inference import artifact_format, preprocessing, tiling
 from unetjax.inference.postprocess import postprocess as labels_from_probabilities
-from unetjax.inference.predictor import flip_sets, mean_over_flips
 from unetjax.inference.tiling import TileOptions
+from unetjax.inference.tta import flip_sets, mean_over_flips
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ records what it can serve under `config.export`.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from unetjax.data import normalization
 from unetjax.inference import postprocess as postprocess_lib
 from unetjax.inference import tiling
 from unetjax.inference.tiling import TileOptions
+from unetjax.inference.tta import flip_sets, mean_over_flips
 from unetjax.nested_unet import Mode, NestedUNet
 
 logger = logging.getLogger(__name__)
@@ -39,26 +39,6 @@ EXPORT_KEY = "export"
 
 # (state, images (B, *spatial, C)) -> probabilities (B, *spatial, K): pure, jit-able.
 NetworkFunction = Callable[[nnx.State, jax.Array], jax.Array]
-
-
-def flip_sets(spatial_dims: int) -> tuple[tuple[int, ...], ...]:
-    """Every subset of the spatial axes (1..spatial_dims of a batch): the 2^d mirrorings of TTA."""
-    axes = range(1, spatial_dims + 1)
-    return tuple(subset for r in range(len(axes) + 1) for subset in itertools.combinations(axes, r))
-
-
-def mean_over_flips(predict: Callable, images, flips: tuple[tuple[int, ...], ...], flip: Callable):
-    """The mean of `predict` over mirrored copies of `images`, each mirrored back.
-
-    `flip` is `jnp.flip` inside a jitted function or `np.flip` around tiled prediction.
-    """
-    total = None
-    for axes in flips:
-        mirrored = flip(images, axes) if axes else images
-        probabilities = predict(mirrored)
-        probabilities = flip(probabilities, axes) if axes else probabilities
-        total = probabilities if total is None else total + probabilities
-    return total / len(flips)
 
 
 class Predictor:
