@@ -95,3 +95,39 @@ def test_a_fixed_resize_lets_varied_images_be_batched(tmp_path):
     )
     batch = next(data.eval_batches(data.prepare(config), "validation", batch_size=2))
     assert batch["image"].shape == (2, 24, 28, 1) and batch["valid"].all()
+
+
+def pil_resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) float32 resized channel by channel with PIL's bilinear filter."""
+    channels = [
+        np.asarray(Image.fromarray(array[..., c]).resize(size[::-1], Image.Resampling.BILINEAR))
+        for c in range(array.shape[-1])
+    ]
+    return np.stack(channels, axis=-1)
+
+
+def test_predict_resizes_as_in_training_and_writes_masks_at_each_images_size(tmp_path, capsys):
+    from tests.test_inference import make_tiny_run, tiny_config
+    from unetjax import inference
+    from unetjax.cli import predict
+
+    config = tiny_config()
+    config.data.resize = (32, 32)
+    make_tiny_run(tmp_path / "run", config)
+    rng = np.random.default_rng(4)
+    images = {}
+    for index, shape in enumerate([(40, 52), (64, 48)]):
+        images[f"image{index}"] = (rng.random(shape) * 255).astype(np.uint8)
+        Image.fromarray(images[f"image{index}"]).save(tmp_path / f"image{index}.png")
+    argv = ["--model", str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--no-progress"]
+    assert predict.main([*argv, str(tmp_path / "image0.png"), str(tmp_path / "image1.png")]) == 0
+    assert "images resized as in training (32x32)" in capsys.readouterr().out
+
+    predictor = inference.load_predictor(tmp_path / "run")
+    for name, image in images.items():
+        written = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert written.shape == image.shape
+        small = pil_resize(image[..., None].astype(np.float32) / 255, (32, 32))
+        probabilities = pil_resize(predictor.predict(small), image.shape)
+        expected = probabilities[..., 0] > 0.5
+        assert np.mean((written > 0) == expected) > 0.999

@@ -91,6 +91,34 @@ def test_predict_writes_label_maps_on_the_grids_of_the_inputs(run, tmp_path):
     assert len(orientations) == 2  # LPS and an oblique affine closest to another orientation
 
 
+def test_an_export_predicts_volumes_without_the_training_data(run, tmp_path):
+    # The run keeps its spacing and intensity scheme (preprocessing.json), and so does an
+    # export: predicting needs neither the raw folder nor the built dataset.
+    raw, workdir, _ = run
+    zooms = [nib.as_closest_canonical(nib.load(p)).header.get_zooms()[:3][::-1]
+             for p in sorted((raw / "imagesTr").glob("*.nii.gz"))]  # fmt: skip
+    saved = json.loads((workdir / "preprocessing.json").read_text())
+    assert len(saved["target_spacing"]) == 3 and min(saved["target_spacing"]) > 0
+    assert np.min(zooms) - 1e-6 <= min(saved["target_spacing"])
+    assert max(saved["target_spacing"]) <= np.max(zooms) + 1e-6
+    exported = tmp_path / "export"
+    inference.export(workdir, exported, depth=1, mode="fast")
+    assert json.loads((exported / "preprocessing.json").read_text()) == saved
+    config = json.loads((exported / rundir.CONFIG_FILE).read_text())
+    config["data"]["manual_dir"] = str(tmp_path / "gone")
+    config["data"]["data_dir"] = str(tmp_path / "gone_too")
+    (exported / rundir.CONFIG_FILE).write_text(json.dumps(config))
+    case = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))[0]
+    run_python(
+        ["predict.py", "--model", str(exported), "--output", str(tmp_path / "out"),
+         "--no-progress", str(case), str(case).replace("_0000", "_0001")],
+        **FAST,
+    )  # fmt: skip
+    written = nib.load(tmp_path / "out" / case.name.replace("_0000", ""))
+    assert written.shape == nib.load(case).shape
+    assert not (tmp_path / "gone").exists() and not (tmp_path / "gone_too").exists()
+
+
 def boundary(mask):
     """Foreground voxels with a face neighbour in the background (outside counts as background)."""
     eroded = ndimage.binary_erosion(mask, ndimage.generate_binary_structure(3, 1), border_value=0)

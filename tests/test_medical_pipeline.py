@@ -46,7 +46,7 @@ def dataset(raw, data_dir):
 
 def test_prepare_refuses_a_second_normalisation_of_the_stored_volumes(raw, data_dir):
     # The volumes are z-scored when built; zscore_image on top would silently rescale them.
-    with pytest.raises(data.DataError, match="data.normalize='zscore_image'.*leave"):
+    with pytest.raises(data.DataError, match=r"data\.normalize='zscore_image'.*leave"):
         data.prepare(data_config(raw, data_dir, normalize="zscore_image"))
 
 

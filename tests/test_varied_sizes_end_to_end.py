@@ -49,9 +49,12 @@ def test_varied_sizes_are_validated_and_evaluated_whole(tmp_path):
     ]
     assert (workdir / "dataset_summary.json").is_file()
 
+    # The folder moves after training: --manual-dir points evaluate at its new place.
+    moved = tmp_path / "moved"
+    (tmp_path / "folder").rename(moved)
     out = tmp_path / "eval"
     run("evaluate.py", "--model", str(workdir), "--split", "test", "--repeats", "1",
-        "--output", str(out))  # fmt: skip
+        "--manual-dir", str(moved), "--output", str(out))  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scored"] == "full images, overlap-tiled with 32-pixel tiles"
     with open(out / "per_case.csv", newline="") as f:

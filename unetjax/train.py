@@ -20,6 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from unetjax import checkpoint, data, nested_unet, optim, parallel, rundir, steps
+from unetjax.data import volume_preprocessing
 from unetjax.evaluation import full_size, heads, names
 from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
 
@@ -229,6 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         rundir.save_json(workdir, rundir.DATASET_SUMMARY_FILE, dataset.summary)
         if dataset.split_stems is not None:
             rundir.save_json(workdir, rundir.SPLITS_FILE, dataset.split_stems)
+        volume_preprocessing.save_for_run(workdir, dataset)  # spacing, intensity (volumes)
 
     train_step = jax.jit(
         steps.make_train_step(

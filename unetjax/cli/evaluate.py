@@ -71,6 +71,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
     parser.add_argument(
+        "--manual-dir",
+        default=None,
+        help="override config.data.manual_dir (the source folder, e.g. moved since training)",
+    )
+    parser.add_argument(
         "--nsd-tolerance",
         type=float,
         default=1.0,
@@ -166,7 +171,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     config = rundir.load_config(args.model)
     data_config = config.data
     if args.data_dir:
-        data_config.data_dir = args.data_dir
+        data_config.data_dir = os.path.abspath(args.data_dir)
+    if args.manual_dir:
+        data_config.manual_dir = os.path.abspath(args.manual_dir)
     output_activation = config.model.output_activation
     sigmoid = output_activation == "sigmoid"
     threshold = args.threshold

@@ -31,7 +31,7 @@ from PIL import Image
 
 from unetjax import inference, overlays, rundir
 from unetjax.cli import common, predict_volumes
-from unetjax.data import image_io
+from unetjax.data import image_io, resize
 from unetjax.inference import artifact_format, artifact_runner, deploy_choice
 
 FORMATS = ("png", "tiff", "npy")
@@ -191,6 +191,13 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     return LoadedModel(predictor, predictor.spec.spatial_dims, color_mode, threshold, summary)
 
 
+def training_resize(model) -> list | None:
+    """The `data.resize` the model was trained with (a run's config or an artifact's sidecar)."""
+    if isinstance(model, artifact_runner.ArtifactRunner):
+        return model.resize
+    return (model.config.get("data") or {}).get("resize")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     common.configure_logging()
@@ -216,6 +223,12 @@ def main(argv: list[str]) -> int:
 
     files, failures = expand_inputs(args.inputs)
     print(f"predict: {len(files)} inputs, {summary}")
+    resize_setting = training_resize(model)
+    if resize_setting is not None:
+        print(
+            f"predict: images resized as in training ({resize.describe(resize_setting)}), "
+            "masks written at each image's own size"
+        )
     written, notes = 0, set()
     class_names = getattr(model, "config", {}).get("data", {}).get("class_names")
     # A run's predictor pads whole images to a few size buckets (few compiles for many sizes).
@@ -233,9 +246,12 @@ def main(argv: list[str]) -> int:
                     file=sys.stderr,
                 )
             model.check_image(image, str(path))
+            # As in training (data.resize); the probabilities go back to the image's own size.
+            network_input = resize.resize_image(image, resize_setting)
             # A run's predictor takes normalised images; an artifact normalises inside.
-            network_input = model.normalize(image) if options else image
+            network_input = model.normalize(network_input) if options else network_input
             probabilities = model.predict(network_input, tile=tile, tta=args.tta, **options)
+            probabilities = resize.resize_image_to(probabilities, image.shape[:2])
             labels = model.postprocess(probabilities, threshold=threshold, min_size=args.min_size)
             write_mask(labels, output / name, args.format, binary=binary)
             if args.probabilities:

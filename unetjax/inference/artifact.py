@@ -268,6 +268,7 @@ def _finish(
             "channels": predictor.spec.in_channels,
             "value_range": [0.0, 1.0],
             "color_mode": (config.get("data", None) or {}).get("color_mode", "auto"),
+            "resize": (config.get("data", None) or {}).get("resize"),
             "spatial_dims": dims,
             "batch": "any",
             "spatial_size": spatial_size,

@@ -9,8 +9,9 @@ Sidecar fields (format_version 1):
   format            "stablehlo" or "onnx"
   file              {name, bytes, sha256} of the model file
   input             {name, layout ("NHWC" / "NDHWC"), dtype, channels, value_range, color_mode,
-                     spatial_dims, batch ("any"), spatial_size: {"multiple_of": 2^D} or
-                     {"fixed": [..]}}
+                     resize (the training's data.resize, applied by the caller before the
+                     artifact, predictions resized back; null: none), spatial_dims,
+                     batch ("any"), spatial_size: {"multiple_of": 2^D} or {"fixed": [..]}}
   normalization     {kind, mean, std}: applied inside the artifact, before the network
   output            {names, activation ("sigmoid" / "softmax"), classes, layout, threshold,
                      labels: how the optional "labels" output is formed, or null}

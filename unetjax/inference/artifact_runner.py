@@ -48,6 +48,7 @@ class ArtifactRunner:
         self.num_params, self.step = int(model["parameters"]), model.get("step")
         self.spatial_dims, self.in_channels = int(inputs["spatial_dims"]), int(inputs["channels"])
         self.color_mode = inputs.get("color_mode", "auto")
+        self.resize = inputs.get("resize")  # data.resize of the training, for the caller
         self.output_activation = outputs["activation"]
         self.threshold = float(outputs["threshold"])
         self.align = 2 ** int(model["full_depth"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -12,10 +13,18 @@ import ml_collections
 from flax import nnx
 
 from unetjax import checkpoint, rundir
+from unetjax.data import volume_preprocessing
 from unetjax.inference.predictor import EXPORT_KEY, load_predictor
 from unetjax.nested_unet import Mode
 
 logger = logging.getLogger(__name__)
+
+# Run files an export keeps: what the data were, the chosen thresholds, how volumes are prepared.
+EXPORTED_FILES = (
+    rundir.DATASET_SUMMARY_FILE,
+    rundir.THRESHOLDS_FILE,
+    volume_preprocessing.FILE,
+)
 
 
 def export(
@@ -54,6 +63,11 @@ def export(
         }
     )
     rundir.save_config(out_dir, config)
+    # What predict needs besides the network (e.g. a volume run's spacing and intensity scheme).
+    for name in EXPORTED_FILES:
+        source = os.path.join(os.fspath(path), name)
+        if os.path.isfile(source):
+            shutil.copyfile(source, os.path.join(out_dir, name))
     logger.info(
         "exported %s depth %d (%s), %d parameters, to %s",
         path,

@@ -26,8 +26,8 @@ from flax import nnx
 from unetjax import checkpoint, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
 from unetjax.data import normalization
-from unetjax.inference import postprocess as postprocess_lib
 from unetjax.inference import tiling
+from unetjax.inference.postprocess import postprocess as labels_from_probabilities
 from unetjax.inference.tiling import TileOptions
 from unetjax.inference.tta import flip_sets, mean_over_flips
 from unetjax.nested_unet import Mode, NestedUNet
@@ -188,7 +188,7 @@ class Predictor:
         self, probabilities: np.ndarray, *, threshold: float = 0.5, min_size: int = 0
     ) -> np.ndarray:
         """Labels from probabilities (see `postprocess.postprocess`) for this model's output."""
-        return postprocess_lib.postprocess(
+        return labels_from_probabilities(
             probabilities,
             output_activation=self.output_activation,
             threshold=threshold,
