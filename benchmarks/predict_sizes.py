@@ -1,11 +1,13 @@
-"""Whole-image prediction over images of varied sizes: size buckets against one shape per size.
+"""Prediction over images of varied sizes: how many compiled shapes a folder costs.
 
-    python -m benchmarks.predict_sizes --images 20 --min-size 40 --max-size 300
+    python -m benchmarks.predict_sizes --images 20 --min-size 40 --max-size 300 --tile 128
 
 Saves a randomly initialised UNet++ (depth 4, filters 16..256, batch norm) as a run, then
-predicts `--images` random images of random sizes one by one, first padding each to the next
-multiple of 2^4 (a new compiled shape for most sizes), then to a size bucket
-(`tiling.bucket_size`). Wall time includes compilation, as a user's first pass does.
+predicts `--images` random images of random sizes one by one, three ways, each with a fresh
+predictor: whole images padded to the next multiple of 2^4 (a new compiled shape for most
+sizes); whole images padded to a size bucket (`tiling.bucket_size`); fixed-shape tiles of
+`--tile` pixels (images smaller than a tile padded up to it: predict's default for a run).
+Wall time includes compilation, as a user's first pass does.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--min-size", type=int, default=40)
     parser.add_argument("--max-size", type=int, default=300)
+    parser.add_argument("--tile", type=int, default=128, help="tile size of the tiled way")
     parser.add_argument("--output", default=None, help="JSON file for the figures")
     args = parser.parse_args()
     logging.disable(logging.INFO)
@@ -51,17 +54,20 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
         save_random_run(workdir)
-        for bucket in (False, True):
-            predictor = inference.load_predictor(workdir)
+        tiles = inference.TileOptions(args.tile)
+        ways = {
+            "whole, multiple of 2^D": dict(bucket=False),
+            "whole, size buckets": dict(bucket=True),
+            f"fixed {args.tile}-pixel tiles": dict(tile=tiles, bucket=True),
+        }
+        for name, options in ways.items():
+            predictor = inference.load_predictor(workdir)  # a fresh predictor: nothing compiled
             start = time.perf_counter()
             for image in images:
-                predictor.predict(image, bucket=bucket)
+                predictor.predict(image, **options)
             seconds = time.perf_counter() - start
-            results["buckets" if bucket else "multiple of 2^D"] = {
-                "seconds": seconds,
-                "images_per_second": len(images) / seconds,
-            }
-            print(f"bucket={bucket}: {len(images) / seconds:.2f} images/s ({seconds:.1f} s)")
+            results[name] = {"seconds": seconds, "images_per_second": len(images) / seconds}
+            print(f"{name}: {len(images) / seconds:.2f} images/s ({seconds:.1f} s)", flush=True)
     harness.write_json(
         args.output,
         {

@@ -75,6 +75,29 @@ def test_image_that_fits_one_tile_gives_exactly_the_direct_prediction(predict_fn
     np.testing.assert_array_equal(tiled, _direct(predict_fn, image))
 
 
+def test_fixed_shape_tiles_call_the_network_with_one_shape_for_every_image_size(predict_fn):
+    dims = predict_fn.spatial_dims
+    tile = 32 if dims == 2 else 16
+    shapes_seen = set()
+
+    def recording(batch):
+        shapes_seen.add(batch.shape[1:-1])
+        return predict_fn(batch)
+
+    small, large = _shapes(dims)
+    for shape in (small, tuple(s // 2 for s in small), large):
+        image = _image(shape)
+        tiled = tiling.predict_tiled(
+            recording, image, tile=tile, align=ALIGN, overlap=tile // 2, fixed_shape=True
+        )
+        assert tiled.shape == (*shape, 1)
+        if all(s <= tile for s in shape):  # one tile: the mirror-padded image, cropped back
+            reference = np.pad(image, [(0, tile - s) for s in shape] + [(0, 0)], mode="reflect")
+            crop = tuple(slice(0, s) for s in shape)
+            np.testing.assert_allclose(tiled, predict_fn(reference[None])[0][crop], atol=1e-6)
+    assert shapes_seen == {(tile,) * dims}
+
+
 def test_tiled_prediction_matches_the_direct_one_without_seams(predict_fn):
     _, large = _shapes(predict_fn.spatial_dims)
     tile = 64 if predict_fn.spatial_dims == 2 else 32

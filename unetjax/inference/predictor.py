@@ -141,9 +141,10 @@ class Predictor:
         Without `tile`, the whole image is predicted at once after mirror-padding it to a
         multiple of 2^D; with it, tile by tile (`unetjax.inference.tiling`). With `tta`, the
         mean over every mirrored copy of the image, each padded and tiled as it is (so the
-        result mirrors exactly with the input, whatever its size). With `bucket`, a whole image
-        is padded to one of a few sizes per octave (`tiling.bucket_size`) instead of the next
-        multiple of 2^D, so a folder of varied sizes compiles a few shapes, not one per size.
+        result mirrors exactly with the input, whatever its size). With `bucket`, a folder of
+        varied sizes compiles a few shapes, not one per size: a whole image is padded to one of
+        a few sizes per octave (`tiling.bucket_size`) instead of the next multiple of 2^D, and
+        with `tile` an image smaller than the tile is padded up to it (fixed-shape tiles).
         """
         image = np.asarray(image, np.float32)
         self.check_image(image)
@@ -166,6 +167,7 @@ class Predictor:
             blend=tile.blend,
             batch_size=tile.batch_size,
             border=tile.border,
+            fixed_shape=bucket,
         )
 
     def normalize(self, image: np.ndarray) -> np.ndarray:

@@ -164,6 +164,7 @@ def predict_tiled(
     blend: str = "gaussian",
     batch_size: int = 4,
     border: int = 0,
+    fixed_shape: bool = False,
 ) -> np.ndarray:
     """Probabilities (*spatial, K) of an image (*spatial, C) of any size, predicted tile by tile.
 
@@ -174,6 +175,9 @@ def predict_tiled(
       multiple of `align` and shrunk to the (padded) image where it is smaller; overlaps are
       capped at tile - align (tiles start on multiples of `align`).
     border: pixels of mirrored context added on every side before tiling (U-Net paper).
+    fixed_shape: an image smaller than the tile is mirror-padded up to it instead of the tile
+      shrinking, so images of every size share the compiled shapes (batch 1 for an image that
+      fits one tile, `batch_size` otherwise).
     """
     spatial_dims = image.ndim - 1
     tile_shape = _per_axis(tile, spatial_dims, "tile")
@@ -181,6 +185,14 @@ def predict_tiled(
     if border:
         image = _mirror_pad(image, [(border, border)] * spatial_dims + [(0, 0)])
     padded, crop = pad_to_multiple(image, align)
+    if fixed_shape and any(s < t for s, t in zip(padded.shape[:-1], tile_shape, strict=True)):
+        target = [
+            max(round_up(s, align), round_up(t, align))
+            for s, t in zip(image.shape[:-1], tile_shape, strict=True)
+        ]
+        padded = _mirror_pad(
+            image, [(0, t - s) for t, s in zip(target, image.shape[:-1], strict=True)] + [(0, 0)]
+        )
     size = padded.shape[:-1]
     tile_shape = tuple(min(round_up(t, align), s) for t, s in zip(tile_shape, size, strict=True))
     starts_per_axis = [
