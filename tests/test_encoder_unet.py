@@ -273,3 +273,29 @@ def test_a_tiny_encoder_run_trains_resumes_exactly_predicts_and_exports(tmp_path
     assert probabilities.shape == (40, 36, 1) and np.all(
         (probabilities >= 0) & (probabilities <= 1)
     )
+
+
+def test_imagenet_weights_offline_stop_with_one_line_naming_the_file_to_place(tmp_path):
+    # No network here (as on many hospital machines): the hub cannot be reached, and the
+    # message says which file to download and which option takes it, before any training.
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=ROOT,
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
+    )
+    completed = subprocess.run(
+        [sys.executable, "train.py", "--workdir", str(tmp_path / "run"), *TINY_ENCODER,
+         "--config.model.encoder=resnet34", "--config.model.encoder_weights=imagenet",
+         f"--config.data.data_dir={tmp_path / 'tfds'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 2, completed.stderr[-2000:]  # a config error (cli/common.py)
+    assert "Traceback" not in completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 2, lines
+    assert "huggingface.co/timm/resnet34" in lines[-1] and "model.safetensors" in lines[-1]
+    assert "--config.model.encoder_weights=/path/to/model.safetensors" in lines[-1]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "tfds").exists()  # stopped before preparing any data

@@ -290,6 +290,20 @@ def initialize_from_run(model: nnx.Module, run_dir: str) -> None:
     logger.info("initialised %d of %d arrays from %s step %d", count, len(ours), run_dir, step)
 
 
+def check_weights(model_config: Mapping[str, Any]) -> None:
+    """Raises ValueError now, before any data is prepared, when `model.encoder_weights` names
+    a file that is not there or ImageNet weights that cannot be fetched."""
+    weights = model_config.get("encoder_weights")
+    if not model_config.get("encoder") or not weights:
+        return
+    path = resolve_weights(model_config["encoder"], weights)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"model.encoder_weights={path}: no such file (a timm or torchvision state_dict as "
+            ".safetensors or .pth; docs/encoders.md)"
+        )
+
+
 def resolve_weights(encoder: str, weights: str) -> str:
     """A weights file path: `weights` itself, or for "imagenet" the encoder's timm file from the
     Hugging Face hub (only with huggingface_hub installed and online)."""

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from unetjax import checkpoint, data, nested_unet, optim, parallel, rundir, steps
+from unetjax import checkpoint, data, encoder_unet, nested_unet, optim, parallel, rundir, steps
 from unetjax.data import volume_preprocessing
 from unetjax.evaluation import full_size, heads, names
 from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
@@ -163,6 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     rundir.check_workdir(workdir)
     config = rundir.absolute_paths(config)
     rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
+    encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
     train_config = config.train
     if train_config.distributed:
         parallel.initialize_distributed(
