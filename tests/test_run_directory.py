@@ -91,7 +91,8 @@ def test_rerunning_a_finished_run_says_it_is_complete_and_shows_its_table(finish
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "is complete: trained to step 4" in completed.stdout
     assert "| L2 |" in completed.stdout and "| accurate |" in completed.stdout
-    steps = [json.loads(line)["step"] for line in open(workdir / rundir.METRICS_FILE)]
+    lines = (workdir / rundir.METRICS_FILE).read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines]
     assert max(steps) == 4  # nothing was trained again
 
 
