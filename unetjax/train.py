@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from unetjax import checkpoint, data, nested_unet, optim, parallel, rundir, steps
+from unetjax import checkpoint, data, layers, nested_unet, optim, parallel, rundir, steps
 from unetjax.evaluation import heads, names
 from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
 
@@ -224,6 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         in_shardings=(replicated, parallel.batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
+        compiler_options=layers.train_compiler_options(),
     )
     eval_step = jax.jit(
         steps.make_eval_step(
