@@ -7,7 +7,8 @@ them into a new array (and splits its gradient back), and its weight gradient tr
 whole concatenation, once per node, into the layout XLA's CPU convolution wants. Per part, the
 concatenation and the split are gone and each skip is transposed once for every node that reads
 it (XLA shares the copy): about 20% fewer transposed bytes in the UNet++ train step at
-b8 @ 96x96, the step 1.07-1.10x faster on the benchmark CPU (in-process A/B).
+b8 @ 96x96. On the shared 2-core benchmark CPU (in-process A/B, load 3-4.5) the step ran a median
+1.02-1.07x faster at b8 @ 96x96 and 1.06x at b2 @ 256x256, with rounds from 0.92 to 1.37x.
 """
 
 from __future__ import annotations
