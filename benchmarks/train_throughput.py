@@ -17,6 +17,7 @@ Commands (the defaults are the figures in benchmarks/RESULTS.md):
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ import optax
 from flax import nnx
 
 from benchmarks import harness
-from unetjax import steps
+from unetjax import layers, steps
 from unetjax.nested_unet import count_params, create
 
 MODELS = ("unet", "unet_plusplus", "unet_3plus")
@@ -77,6 +78,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--xla-defaults",
+        action="store_true",
+        help="jit the step with XLA's default options, not layers.train_compiler_options()",
+    )
     parser.add_argument("--quick", action="store_true", help="96x96 batch 8, 1 warm-up, 3 repeats")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
@@ -113,12 +119,24 @@ def synthetic_batch(spatial: tuple[int, ...], batch: int) -> dict[str, jax.Array
 
 
 def measure(
-    model: nnx.Module, batch: dict[str, jax.Array], *, warmup: int, repeats: int
+    model: nnx.Module,
+    batch: dict[str, jax.Array],
+    *,
+    warmup: int,
+    repeats: int,
+    xla_defaults: bool = False,
 ) -> dict[str, Any]:
-    """Compiles the donated train step and times `repeats` steps after `warmup`."""
+    """Compiles the donated train step and times `repeats` steps after `warmup`.
+
+    The step is jitted with `layers.train_compiler_options()`, as training runs it, unless
+    `xla_defaults` (XLA's default options, for an A/B of the two).
+    """
     optimizer = optax.adam(1e-3)
     graphdef, state = steps.create_train_state(model, optimizer)
-    train_step = jax.jit(steps.make_train_step(graphdef, optimizer), donate_argnums=0)
+    options = None if xla_defaults else layers.train_compiler_options()
+    train_step = jax.jit(
+        steps.make_train_step(graphdef, optimizer), donate_argnums=0, compiler_options=options
+    )
     compiled, compile_seconds, flops = harness.compile_timed(train_step, state, batch)
     step_state = {"state": state}
 
@@ -151,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     machine = harness.machine_description()
     print(
         f"train_throughput on {machine['device']} ({machine['cpu']}, {machine['nproc']} cores), "
-        f"jax {machine['jax']}, norm {args.norm}",
+        f"jax {machine['jax']}, norm {args.norm}, compiler options "
+        f"{None if args.xla_defaults else layers.train_compiler_options()}, load "
+        f"{' / '.join(f'{value:.2f}' for value in os.getloadavg())}",
         flush=True,
     )
     peaks = {dtype: harness.peak_flops(dtype) for dtype in args.dtypes}
@@ -178,7 +198,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     "batch": batch_size,
                     "dtype": dtype,
                 }
-                row.update(measure(model, batch, warmup=args.warmup, repeats=args.repeats))
+                row.update(
+                    measure(
+                        model,
+                        batch,
+                        warmup=args.warmup,
+                        repeats=args.repeats,
+                        xla_defaults=args.xla_defaults,
+                    )
+                )
                 peak = peaks[dtype][0]
                 if peak and row["gflop_per_s"]:
                     row["peak_fraction"] = row["gflop_per_s"] * 1e9 / peak

@@ -1,8 +1,8 @@
-"""unetjax against PyTorch peers in one run: train step and inference, same shapes and threads.
+"""unetjax against PyTorch peers: train step and inference, each implementation in its own process.
 
 Pairs (unetjax model <-> peer), each row printing unetjax / peer throughput (> 1: unetjax faster):
   - paper UNet++ (no norm, 9,041,601 parameters) <-> `TorchNestedUNet`, a plain PyTorch UNet++
-    generated here from the same `unetjax.graph` (identical parameter counts, so identical FLOPs),
+    generated from the same `unetjax.graph` (identical parameter counts, so identical FLOPs),
     at L4 and, for inference, pruned to L1..L3;
   - batch-norm UNet++ (9.05M) <-> MONAI `BasicUNetPlusPlus(spatial_dims=2, in_channels=1,
     out_channels=1, features=(32, 64, 128, 256, 512, 32), norm="batch", act="relu",
@@ -11,43 +11,50 @@ Pairs (unetjax model <-> peer), each row printing unetjax / peer throughput (> 1
     `UnetPlusPlus("resnet18", encoder_weights=None)` (a different network, 16M parameters: a
     reference point, not a matched pair).
 The train step is the same on both sides: forward, the summed deep-supervision loss of every head
-(0.5 * BCE + 1 - soft Dice per image, as `unetjax.losses`), backward, Adam (lr 1e-3). Inference is
-the sigmoid of the deepest head (unetjax: `predict(mode="fast")`; peers compute all their heads).
+(0.5 * BCE + 1 - soft Dice per image, as `unetjax.losses`), backward, Adam (lr 1e-3); unetjax's
+is jitted with `layers.train_compiler_options()` as training uses it (`--xla-defaults`: without).
+Inference is the sigmoid of the deepest head (unetjax: `predict(mode="fast")`). `--dtype bfloat16`
+(opt-in) computes in bf16 with fp32 parameters and loss on both sides (torch: `torch.autocast`).
 
-Install (the `bench` extra), on a CPU-only machine with the CPU build of torch first, so that pip
-does not fetch a CUDA build of several GB:
-  python3 -m venv /tmp/venv/bench && . /tmp/venv/bench/bin/activate
-  pip install torch --index-url https://download.pytorch.org/whl/cpu   # or a local CPU wheel
-  pip install -e '.[bench]'
-Both frameworks run in this one process on the same device; torch uses `--threads` intra-op
-threads (default: all cores, which is what XLA's CPU backend uses). torch runs on CUDA when
-available, as JAX does.
+Protocol, so that figures from a shared machine cannot pass for quiet-machine ones:
+  - each implementation runs in its own process, one at a time, in ABBA order: round 1 the peers
+    then unetjax, round 2 unetjax then the peers reversed (peer, ours, ours, peer for one peer);
+  - `uptime`'s load averages are recorded before and after every process; a process does not
+    start while the 1-minute load exceeds --max-load (1.5): the run stops with an error, unless
+    --allow-load (its rows are then flagged LOADED); --wait-quiet S first waits up to S seconds;
+  - rows print each round's images/s, the ratio unetjax / peer of each round and their spread.
 
-Commands (the defaults are the figures in benchmarks/RESULTS.md):
-  python -m benchmarks.vs_pytorch               # train 96:8 96:32 512:2, infer 96:32 512:1
-  python -m benchmarks.vs_pytorch --quick                  # train 96:8, infer 96:8, 3 repeats
-  python -m benchmarks.vs_pytorch --peers monai --train-shapes 96:8 --json out.json
+Install (the `bench` extra) with the CPU build of torch first, so that pip does not fetch a CUDA
+build of several GB: `pip install torch --index-url https://download.pytorch.org/whl/cpu`, then
+`pip install -e '.[bench]'`. torch uses `--threads` intra-op threads (default: all cores, which
+XLA's CPU backend uses); it runs on CUDA when available, as JAX does.
+
+Commands:
+  python -m benchmarks.vs_pytorch --threads 2          # the issue's protocol: ~15 min, idle CPU
+  python -m benchmarks.vs_pytorch --peers monai --dtype bfloat16 --infer-shapes --json bf16.json
+  python -m benchmarks.vs_pytorch --quick --allow-load             # 96:8 only, 1 round, flagged
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
 
-from benchmarks import harness, pruning_speed, train_throughput
-from unetjax import graph as graph_lib
-from unetjax.graph import Graph, Resample
-from unetjax.nested_unet import UNetPlusPlus
+from benchmarks import harness, train_throughput
+from benchmarks.torch_peers import PEERS
 
-PEERS = ("plain", "monai", "smp")
+ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = (
     "task",
     "size",
@@ -57,324 +64,284 @@ COLUMNS = (
     "L",
     "jax_params",
     "peer_params",
-    "jax_ms",
-    "peer_ms",
     "jax_img_per_s",
     "peer_img_per_s",
     "jax_over_peer",
+    "ratio_r1",
+    "ratio_r2",
+    "spread",
+    "flag",
 )
+FLOP_COLUMNS = ("size", "batch", "implementation", "gflop_per_step", "gflop_per_s", "of_ceiling")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--train-shapes",
-        nargs="*",
-        default=["96:8", "96:32", "512:2"],
-        help="SIZE:BATCH for the train step",
-    )
-    parser.add_argument(
-        "--infer-shapes", nargs="*", default=["96:32", "512:1"], help="SIZE:BATCH for inference"
-    )
+    parser.add_argument("--train-shapes", nargs="*", default=["96:8", "256:2"], help="SIZE:BATCH")
+    parser.add_argument("--infer-shapes", nargs="*", default=["96:8", "512:1"], help="SIZE:BATCH")
     parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS))
     parser.add_argument(
-        "--depths",
-        nargs="+",
-        type=int,
-        default=[1, 2, 3, 4],
-        help="pruned depths compared with the plain PyTorch UNet++ at inference",
+        "--depths", nargs="+", type=int, default=[1, 2, 3, 4], help="pruned depths vs plain"
     )
-    parser.add_argument(
-        "--base-filters",
-        type=int,
-        default=32,
-        help="filters at level 0 (doubling per level); 32 is the paper's",
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="compute dtype (torch: autocast)",
-    )
-    parser.add_argument(
-        "--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (CPU)"
-    )
+    parser.add_argument("--base-filters", type=int, default=32, help="32 is the paper's")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="train and infer at 96x96 batch 8, 1 warm-up, 3 repeats",
-    )
+    parser.add_argument("--rounds", type=int, choices=(1, 2), default=2, help="2: ABBA")
+    parser.add_argument("--max-load", type=float, default=1.5, help="1-minute load average")
+    parser.add_argument("--allow-load", action="store_true", help="run anyway, rows flagged")
+    parser.add_argument("--wait-quiet", type=float, default=0, help="seconds to wait for quiet")
+    parser.add_argument("--xla-defaults", action="store_true", help="unetjax without its options")
+    parser.add_argument("--quick", action="store_true", help="96:8 train and infer, 1 round")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.train_shapes, args.infer_shapes = ["96:8"], ["96:8"]
+        args.train_shapes, args.infer_shapes, args.rounds = ["96:8"], ["96:8"], 1
         args.warmup, args.repeats = 1, 3
     return args
-
-
-def torch_modules():
-    """torch and its nn, imported on demand so the rest of the package never needs them."""
-    import torch
-
-    return torch, torch.nn, torch.nn.functional
-
-
-def make_torch_nested_unet(
-    graph: Graph, filters: Sequence[int], *, in_channels: int = 1, num_classes: int = 1
-):
-    """A plain PyTorch module of a U-Net/UNet++ `graph`: the paper's layers, no normalisation.
-
-    3x3 convs with bias and ReLU, a 2x2 transposed conv per up-sampled input, max-pooling, one
-    1x1 head per graph head: the parameter count equals `unetjax`'s for the same graph.
-    """
-    torch, nn, functional = torch_modules()
-
-    class TorchNestedUNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            channels = {graph_lib.INPUT: in_channels}
-            self.blocks = nn.ModuleDict()
-            self.upsamplers = nn.ModuleDict()
-            for node in graph.nodes:
-                if node.block is not graph_lib.Block.DOUBLE_CONV:
-                    raise ValueError(f"{node.name}: only double-conv nodes are supported")
-                width = filters[node.level]
-                node_in = 0
-                for edge in node.inputs:
-                    if edge.resample is Resample.UP:
-                        self.upsamplers[f"{edge.source}_to_{node.name}"] = nn.ConvTranspose2d(
-                            channels[edge.source], width, 2, stride=2
-                        )
-                        node_in += width
-                    else:
-                        node_in += channels[edge.source]
-                self.blocks[node.name] = nn.Sequential(
-                    nn.Conv2d(node_in, width, 3, padding=1),
-                    nn.ReLU(inplace=True),
-                    nn.Conv2d(width, width, 3, padding=1),
-                    nn.ReLU(inplace=True),
-                )
-                channels[node.name] = width
-            self.heads = nn.ModuleDict(
-                {
-                    head.name: nn.Conv2d(channels[head.source], num_classes, 1)
-                    for head in graph.heads
-                }
-            )
-
-        def forward(self, x):
-            features = {graph_lib.INPUT: x}
-            for node in graph.nodes:
-                inputs = []
-                for edge in node.inputs:
-                    source = features[edge.source]
-                    if edge.resample is Resample.UP:
-                        source = self.upsamplers[f"{edge.source}_to_{node.name}"](source)
-                    elif edge.resample is Resample.POOL:
-                        source = functional.max_pool2d(source, edge.factor)
-                    inputs.append(source)
-                joined = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
-                features[node.name] = self.blocks[node.name](joined)
-            return tuple(self.heads[head.name](features[head.source]) for head in graph.heads)
-
-    return TorchNestedUNet()
-
-
-def make_peer(peer: str, base_filters: int, depth: int | None = None):
-    """The peer network; `depth` prunes the plain UNet++ to head L alone (None: all 4 heads)."""
-    filters = tuple(base_filters * 2**level for level in range(5))
-    if peer == "plain":
-        graph = graph_lib.build_graph("unet_plusplus", 4)
-        if depth is not None:
-            graph = graph_lib.subgraph(graph, depth, mode="fast")
-        return make_torch_nested_unet(graph, filters)
-    if peer == "monai":
-        from monai.networks.nets import BasicUNetPlusPlus
-
-        return BasicUNetPlusPlus(
-            spatial_dims=2,
-            in_channels=1,
-            out_channels=1,
-            features=(*filters, filters[0]),
-            norm="batch",
-            act="relu",
-            upsample="deconv",
-            deep_supervision=True,
-        )
-    if peer == "smp":
-        import segmentation_models_pytorch as smp
-
-        return smp.UnetPlusPlus(
-            encoder_name="resnet18", encoder_weights=None, in_channels=1, classes=1
-        )
-    raise ValueError(f"unknown peer {peer!r}; expected one of {PEERS}")
-
-
-def torch_heads(outputs) -> list:
-    """Peers return a tensor (smp), a list (MONAI) or a tuple (ours): always a list of heads."""
-    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-
-
-def torch_loss(logits, mask):
-    """0.5 * BCE + 1 - soft Dice per image (smooth 1), as `unetjax.losses` for one sigmoid class."""
-    torch, _, functional = torch_modules()
-    logits = logits.float()
-    target = mask[:, None].float()
-    bce = functional.binary_cross_entropy_with_logits(logits, target)
-    probabilities = torch.sigmoid(logits)
-    dims = tuple(range(2, logits.ndim))
-    intersection = (probabilities * target).sum(dims)
-    dice = (2 * intersection + 1) / (probabilities.sum(dims) + target.sum(dims) + 1)
-    return 0.5 * bce + 1 - dice.mean()
-
-
-def time_torch(call: Callable[[], Any], *, warmup: int, repeats: int, cuda: bool) -> float:
-    """Median seconds per call, synchronising CUDA around each timed call."""
-    torch, _, _ = torch_modules()
-    for _ in range(warmup):
-        call()
-    if cuda:
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def torch_train_seconds(model, spatial, batch_size, *, device, dtype, warmup, repeats) -> float:
-    torch, _, _ = torch_modules()
-    model = model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn((batch_size, 1, *spatial), generator=generator).to(device)
-    masks = (torch.rand((batch_size, *spatial), generator=generator) > 0.5).int().to(device)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-            heads = torch_heads(model(images))
-        loss = sum(torch_loss(logits, masks) for logits in heads)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return time_torch(step, warmup=warmup, repeats=repeats, cuda=device.type == "cuda")
-
-
-def torch_infer_seconds(model, spatial, batch_size, *, device, dtype, warmup, repeats) -> float:
-    torch, _, _ = torch_modules()
-    model = model.to(device).eval()
-    images = torch.randn((batch_size, 1, *spatial), generator=torch.Generator().manual_seed(0)).to(
-        device
-    )
-
-    @torch.inference_mode()
-    def infer():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-            return torch.sigmoid(torch_heads(model(images))[-1].float())
-
-    return time_torch(infer, warmup=warmup, repeats=repeats, cuda=device.type == "cuda")
-
-
-def jax_model(config: str, base_filters: int, dtype: str) -> nnx.Module:
-    filters = tuple(base_filters * 2**level for level in range(5))
-    return UNetPlusPlus(
-        rngs=nnx.Rngs(0),
-        filters=filters,
-        norm="none" if config == "paper" else "batch",
-        dtype=None if dtype == "float32" else jnp.dtype(dtype),
-    )
 
 
 def jax_config_for(peer: str) -> str:
     return "paper" if peer == "plain" else "batch"
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    args = parse_args(argv)
-    torch, _, _ = torch_modules()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    machine = harness.machine_description()
-    machine.update(
-        torch=torch.__version__, torch_device=str(device), torch_threads=torch.get_num_threads()
-    )
-    print(
-        f"vs_pytorch on {machine['device']} ({machine['cpu']}, {machine['nproc']} cores), "
-        f"jax {machine['jax']}, torch {machine['torch']} on {device} with "
-        f"{machine['torch_threads']} threads, {args.dtype}",
-        flush=True,
-    )
-    timing = {"warmup": args.warmup, "repeats": args.repeats}
-    rows = []
+def depths_for(name: str, args: argparse.Namespace) -> list[int]:
+    """Pruned depths are compared with the plain UNet++ (whose graph prunes the same way)."""
+    return args.depths if name in ("plain", "paper") else [4]
 
-    def add_row(task, spatial, batch_size, peer, depth, jax_figures, peer_model, peer_seconds):
-        row = {
-            "task": task,
-            "size": harness.size_name(spatial),
-            "batch": batch_size,
-            "unetjax": f"{jax_config_for(peer)} UNet++",
-            "peer": peer,
-            "L": depth,
-            "jax_params": jax_figures["params"],
-            "peer_params": sum(p.numel() for p in peer_model.parameters()),
-            "jax_ms": jax_figures["median_ms"],
-            "peer_ms": peer_seconds * 1e3,
-            "jax_img_per_s": jax_figures["img_per_s"],
-            "peer_img_per_s": batch_size / peer_seconds,
-        }
-        row["jax_over_peer"] = row["jax_img_per_s"] / row["peer_img_per_s"]
-        rows.append(row)
-        print(
-            f"  {task} {row['size']} b{batch_size} {peer} L{depth}: unetjax "
-            f"{row['jax_img_per_s']:.1f} img/s, peer {row['peer_img_per_s']:.1f} img/s",
-            flush=True,
+
+def measure_unetjax(args: argparse.Namespace) -> dict[str, Any]:
+    """Every unetjax row the peers need: the paper config for plain, batch norm for the others."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from benchmarks import pruning_speed
+    from unetjax.nested_unet import UNetPlusPlus
+
+    def model(config: str) -> nnx.Module:
+        return UNetPlusPlus(
+            rngs=nnx.Rngs(0),
+            filters=tuple(args.base_filters * 2**level for level in range(5)),
+            norm="none" if config == "paper" else "batch",
+            dtype=None if args.dtype == "float32" else jnp.dtype(args.dtype),
         )
 
-    for shape_text in args.train_shapes:
-        spatial, batch_size = train_throughput.parse_shape(shape_text)
+    configs = sorted({jax_config_for(peer) for peer in args.peers}, reverse=True)
+    timing = {"warmup": args.warmup, "repeats": args.repeats}
+    rows = []
+    for text in args.train_shapes:
+        spatial, batch_size = train_throughput.parse_shape(text)
         batch = train_throughput.synthetic_batch(spatial, batch_size)
-        jax_figures = {}
-        for peer in args.peers:
-            config = jax_config_for(peer)
-            if config not in jax_figures:
-                jax_figures[config] = train_throughput.measure(
-                    jax_model(config, args.base_filters, args.dtype), batch, **timing
-                )
-            peer_model = make_peer(peer, args.base_filters)
-            seconds = torch_train_seconds(
-                peer_model, spatial, batch_size, device=device, dtype=args.dtype, **timing
+        for config in configs:
+            figures = train_throughput.measure(
+                model(config), batch, xla_defaults=args.xla_defaults, **timing
             )
-            add_row("train", spatial, batch_size, peer, 4, jax_figures[config], peer_model, seconds)
-
-    for shape_text in args.infer_shapes:
-        spatial, batch_size = train_throughput.parse_shape(shape_text)
+            rows.append(row("train", spatial, batch_size, config, 4, figures))
+    for text in args.infer_shapes:
+        spatial, batch_size = train_throughput.parse_shape(text)
         images = jax.random.normal(
             jax.random.key(0), (batch_size, *spatial, 1), jnp.dtype(args.dtype)
         )
-        models = {}
-        for peer in args.peers:
-            config = jax_config_for(peer)
-            models.setdefault(config, jax_model(config, args.base_filters, args.dtype))
-            for depth in args.depths if peer == "plain" else [4]:
-                jax_figures = pruning_speed.measure(models[config], depth, "fast", images, **timing)
-                peer_model = make_peer(peer, args.base_filters, depth)
-                seconds = torch_infer_seconds(
-                    peer_model, spatial, batch_size, device=device, dtype=args.dtype, **timing
-                )
-                add_row("infer", spatial, batch_size, peer, depth, jax_figures, peer_model, seconds)
-    print()
+        for config in configs:
+            full = model(config)
+            for depth in depths_for(config, args):
+                figures = pruning_speed.measure(full, depth, "fast", images, **timing)
+                figures["gflop_per_step"] = figures.pop("gflop")
+                rows.append(row("infer", spatial, batch_size, config, depth, figures))
+    ceiling, source = harness.peak_flops(args.dtype)
+    return {"machine": harness.machine_description(), "ceiling": [ceiling, source], "rows": rows}
+
+
+def row(task, spatial, batch_size, name, depth, figures) -> dict[str, Any]:
+    keys = ("params", "median_ms", "img_per_s", "gflop_per_step", "compile_s")
+    return {
+        "task": task,
+        "size": harness.size_name(spatial),
+        "batch": batch_size,
+        "name": name,
+        "L": depth,
+        **{key: figures.get(key) for key in keys},
+    }
+
+
+def uptime() -> dict[str, Any]:
+    """`uptime`'s line and the 1/5/15-minute load averages."""
+    try:
+        line = subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        line = ""
+    return {"uptime": line.strip(), "load": list(os.getloadavg())}
+
+
+def wait_for_quiet(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The load before a run: waits up to --wait-quiet seconds, then refuses or flags."""
+    deadline = time.monotonic() + args.wait_quiet
+    before = uptime()
+    while before["load"][0] > args.max_load and time.monotonic() < deadline:
+        time.sleep(10)
+        before = uptime()
+    before["loaded"] = before["load"][0] > args.max_load
+    if before["loaded"] and not args.allow_load:
+        raise SystemExit(
+            f"vs_pytorch: 1-minute load {before['load'][0]:.2f} > --max-load {args.max_load} "
+            f"before the {name} run ({before['uptime']}); wait for a quiet machine, pass "
+            "--wait-quiet SECONDS, or --allow-load to run anyway with the rows flagged LOADED"
+        )
+    return before
+
+
+def run_worker(name: str, argv: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Runs one implementation in a fresh process and returns its rows with the loads around it."""
+    before = wait_for_quiet(args, name)
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "rows.json"
+        command = [sys.executable, "-m", "benchmarks.vs_pytorch", *argv]
+        command += ["--worker", name, "--worker-json", str(output)]
+        paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        # The children compile as this process would (the tests turn XLA's optimisations off).
+        if jax.config.read("jax_disable_most_optimizations"):
+            env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+        start = time.perf_counter()
+        subprocess.run(command, check=True, cwd=ROOT, env=env)
+        result = json.loads(output.read_text())
+    result.update(name=name, seconds=time.perf_counter() - start, before=before, after=uptime())
+    print(
+        f"  {name}: {result['seconds']:.0f} s, load before {fmt_load(before)} after "
+        f"{fmt_load(result['after'])}{'  LOADED' if before['loaded'] else ''}",
+        flush=True,
+    )
+    return result
+
+
+def fmt_load(sample: dict[str, Any]) -> str:
+    return " / ".join(f"{value:.2f}" for value in sample["load"])
+
+
+def combine(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per (peer row): each round's unetjax and peer images/s and their ratios."""
+
+    def index(name):
+        found = [run for run in runs if run["name"] == name]
+        return [
+            {(r["task"], r["size"], r["batch"], r["name"], r["L"]): r for r in run["rows"]}
+            for run in found
+        ], found
+
+    ours, our_runs = index("unetjax")
+    rows = []
+    for task_order, peer in [(task, peer) for task in ("train", "infer") for peer in args.peers]:
+        theirs, peer_runs = index(peer)
+        for key, first in theirs[0].items():
+            task, size, batch, _, depth = key
+            if task != task_order:
+                continue
+            jax_key = (task, size, batch, jax_config_for(peer), depth)
+            jax_rounds = [table[jax_key] for table in ours]
+            peer_rounds = [table[key] for table in theirs]
+            ratios = [
+                j["img_per_s"] / p["img_per_s"]
+                for j, p in zip(jax_rounds, peer_rounds, strict=True)
+            ]
+            loaded = any(run["before"]["loaded"] for run in our_runs + peer_runs)
+            rows.append(
+                {
+                    "task": task,
+                    "size": size,
+                    "batch": batch,
+                    "L": depth,
+                    "peer": peer,
+                    "unetjax": f"{jax_config_for(peer)} UNet++",
+                    "jax_params": jax_rounds[0]["params"],
+                    "peer_params": first["params"],
+                    "jax_img_per_s": " / ".join(f"{r['img_per_s']:.3g}" for r in jax_rounds),
+                    "peer_img_per_s": " / ".join(f"{r['img_per_s']:.3g}" for r in peer_rounds),
+                    "jax_over_peer": statistics.geometric_mean(ratios),
+                    "ratio_r1": ratios[0],
+                    "ratio_r2": ratios[-1] if len(ratios) > 1 else None,
+                    "spread": (max(ratios) - min(ratios)) / statistics.geometric_mean(ratios),
+                    "flag": "LOADED" if loaded else "",
+                    "rounds": {"unetjax": jax_rounds, peer: peer_rounds},
+                }
+            )
+    return rows
+
+
+def flop_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Train rows: FLOPs per step and the rate against each framework's measured matmul."""
+    table = []
+    for run in runs:
+        ceiling = run["ceiling"][0]
+        for r in run["rows"]:
+            if r["task"] != "train" or not r["gflop_per_step"]:
+                continue
+            rate = r["gflop_per_step"] / (r["median_ms"] / 1e3)
+            table.append(
+                {
+                    "size": r["size"],
+                    "batch": r["batch"],
+                    "implementation": f"{run['name']} ({r['name']})",
+                    "gflop_per_step": r["gflop_per_step"],
+                    "gflop_per_s": rate,
+                    "of_ceiling": rate * 1e9 / ceiling if ceiling else None,
+                }
+            )
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.worker:
+        if args.worker == "unetjax":
+            result = measure_unetjax(args)
+        else:
+            from benchmarks import torch_peers
+
+            result = torch_peers.measure_peer(args.worker, depths_for(args.worker, args), args, row)
+        harness.write_json(args.worker_json, result)
+        return result["rows"]
+    order = [*args.peers, "unetjax"]
+    if args.rounds == 2:
+        order += order[::-1]
+    print(f"vs_pytorch: {' -> '.join(order)}, one process each, {args.dtype}", flush=True)
+    runs = [run_worker(name, argv, args) for name in order]
+    rows = combine(runs, args)
+    machine = {**runs[-1]["machine"]}
+    for run in runs:
+        machine.update(run["machine"])
+    print(
+        f"\n{machine['device']} ({machine['cpu']}, {machine['nproc']} cores), jax "
+        f"{machine['jax']}, torch {machine.get('torch')}, {machine.get('torch_threads')} threads"
+    )
     print(harness.format_table(rows, COLUMNS))
-    print("jax_over_peer: unetjax images/s over the peer's (> 1: unetjax faster)")
+    print(
+        "img/s as round 1 / round 2; jax_over_peer: geometric mean of the rounds' ratios (> 1: "
+        "unetjax faster); spread: (max - min) / mean of the rounds' ratios"
+    )
+    flops = flop_rows([run for run in runs[: len(runs) // args.rounds]])
+    if flops:
+        print("\nround 1 train FLOPs (unetjax: XLA's count; torch: its FLOP counter) and rate:")
+        print(harness.format_table(flops, FLOP_COLUMNS))
+        ceilings = {run["name"]: run["ceiling"] for run in runs}
+        print(
+            "ceilings: "
+            + "; ".join(
+                f"{n} {c[0] / 1e9:.0f} GFLOP/s ({c[1]})" for n, c in ceilings.items() if c[0]
+            )
+        )
     harness.write_json(
-        args.json, {"benchmark": "vs_pytorch", "machine": machine, "args": vars(args), "rows": rows}
+        args.json,
+        {
+            "benchmark": "vs_pytorch",
+            "machine": machine,
+            "args": vars(args),
+            "runs": runs,
+            "rows": rows,
+        },
     )
     return rows
 

@@ -66,6 +66,9 @@ def test_vs_pytorch_pairs_each_peer_and_matches_plain_parameter_counts(capsys):
             "--depths",
             "1",
             "4",
+            "--rounds",
+            "1",
+            "--allow-load",
         ]
     )
     assert [(r["task"], r["peer"], r["L"]) for r in rows] == [
@@ -79,3 +82,38 @@ def test_vs_pytorch_pairs_each_peer_and_matches_plain_parameter_counts(capsys):
         if row["peer"] == "plain":
             assert row["jax_params"] == row["peer_params"]
     assert "jax_over_peer" in capsys.readouterr().out
+
+
+def test_vs_pytorch_runs_abba_one_process_each_and_refuses_a_loaded_machine(monkeypatch):
+    from benchmarks import vs_pytorch
+
+    started = []
+
+    def fake_worker(name, argv, args):
+        started.append(name)
+        before = vs_pytorch.wait_for_quiet(args, name)
+        figures = {"params": 1, "median_ms": 1.0, "img_per_s": 2.0 if name == "unetjax" else 1.0}
+        config = "batch" if name == "unetjax" else name
+        rows = [vs_pytorch.row("train", (32, 32), 2, config, 4, figures)]
+        machine = {"device": "cpu", "cpu": "test", "nproc": 2, "jax": "test"}
+        return {
+            "name": name,
+            "rows": rows,
+            "machine": machine,
+            "ceiling": [None, ""],
+            "before": before,
+        }
+
+    monkeypatch.setattr(vs_pytorch, "run_worker", fake_worker)
+    monkeypatch.setattr(vs_pytorch.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    argv = ["--train-shapes", "32:2", "--infer-shapes", "--peers", "monai"]
+    rows = vs_pytorch.main(argv)
+    assert started == ["monai", "unetjax", "unetjax", "monai"]
+    assert [(r["ratio_r1"], r["ratio_r2"], r["spread"], r["flag"]) for r in rows] == [
+        (2.0, 2.0, 0.0, "")
+    ]
+
+    monkeypatch.setattr(vs_pytorch.os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    with pytest.raises(SystemExit, match=r"load 3\.00 > --max-load 1\.5"):
+        vs_pytorch.main(argv)
+    assert vs_pytorch.main([*argv, "--allow-load"])[0]["flag"] == "LOADED"

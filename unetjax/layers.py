@@ -2,7 +2,8 @@
 
 `NetworkSpec` holds the layer options shared by the whole network; `ConvNormAct` and
 `LearnedUpsample` are the blocks with parameters; `max_pool` and `interpolate` the fixed
-resamplings. Channels-last, 2D or 3D by `spec.spatial_dims`.
+resamplings; `train_compiler_options` how XLA:CPU should compile a step that trains them.
+Channels-last, 2D or 3D by `spec.spatial_dims`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from unetjax.conv_kernels import conv_of_concatenation
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -82,8 +85,43 @@ class NetworkSpec:
             raise ValueError("softmax output needs num_classes >= 2 (use sigmoid for one class)")
 
 
+# XLA:CPU (jax 0.10) hands 2D float32 convolutions to YNNPACK. Its forward convolutions are
+# faster than XLA's own (Eigen) ones, but its weight gradients ran 1.6 to 2.4x slower on the
+# benchmark CPU and dominated the train step (benchmarks/RESULTS.md). This keeps YNNPACK's
+# default dots and reductions and leaves the convolutions of a differentiated program to XLA.
+_CPU_TRAIN_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    )
+}
+
+
+def train_compiler_options() -> dict[str, str] | None:
+    """`compiler_options` for `jax.jit` of a program that differentiates these layers (the train
+    step): convolutions by XLA's own CPU emitter; None on other backends, or where the installed
+    XLA has no such option. Inference runs faster with XLA's defaults."""
+    if not _cpu_train_options_apply():
+        return None
+    return dict(_CPU_TRAIN_OPTIONS)
+
+
+@functools.cache
+def _cpu_train_options_apply() -> bool:
+    if jax.default_backend() != "cpu":
+        return False
+    try:
+        jax.jit(jnp.negative, compiler_options=_CPU_TRAIN_OPTIONS).lower(jnp.zeros(())).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
+
+
 class ConvNormAct(nnx.Module):
-    """conv (kernel 3 by default) -> optional norm -> activation -> optional dropout."""
+    """conv (kernel 3 by default) -> optional norm -> activation -> optional dropout.
+
+    Called on a list of arrays, it convolves their channel concatenation without forming it
+    (`conv_kernels.conv_of_concatenation`: faster to train on XLA:CPU, the same parameters).
+    """
 
     def __init__(
         self,
@@ -119,8 +157,8 @@ class ConvNormAct(nnx.Module):
         self.activation = ACTIVATIONS[spec.activation]
         self.dropout = nnx.Dropout(spec.dropout, rngs=rngs) if spec.dropout > 0 else None
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = self.conv(x)
+    def __call__(self, x: jax.Array | Sequence[jax.Array], *, train: bool) -> jax.Array:
+        x = conv_of_concatenation(self.conv, x) if isinstance(x, list | tuple) else self.conv(x)
         if isinstance(self.norm, nnx.BatchNorm):
             x = self.norm(x, use_running_average=not train)
         elif self.norm is not None:
@@ -190,5 +228,64 @@ def interpolate(x: jax.Array, factor: int) -> jax.Array:
 
 
 def max_pool(x: jax.Array, factor: int) -> jax.Array:
-    window = (factor,) * (x.ndim - 2)
-    return nnx.max_pool(x, window_shape=window, strides=window)
+    """Max over non-overlapping `factor`^d windows (channels-last; spatial sizes divisible by it).
+
+    The same numbers as `nnx.max_pool` forward and backward, ties included: the gradient of a
+    window goes to its first maximum in row-major order, as XLA's select-and-scatter (and
+    PyTorch's max-pool) route it. Ties are common here, not rare: a conv fed an all-zero region
+    gives one constant, which batch norm and ReLU can keep positive. Written as a reshape and a
+    max whose derivative is a mask, which XLA:CPU runs about 8x faster than select-and-scatter.
+    """
+    for size in x.shape[1:-1]:
+        if size % factor:
+            raise ValueError(
+                f"max_pool: spatial size {size} of shape {x.shape} is not divisible by {factor}"
+            )
+    return _max_pool(x, factor)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_pool(x: jax.Array, factor: int) -> jax.Array:
+    return jnp.max(_windows(x, factor), axis=_window_axes(x))
+
+
+@_max_pool.defjvp
+def _max_pool_jvp(factor: int, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    # Linear in the tangent, so JAX transposes it into a masked broadcast for the gradient.
+    (x,), (tangent,) = primals, tangents
+    windows, axes = _windows(x, factor), _window_axes(x)
+    # Row-major position of every element within its window.
+    position = sum(
+        jax.lax.broadcasted_iota(jnp.int32, windows.shape, axis) * factor ** (len(axes) - 1 - i)
+        for i, axis in enumerate(axes)
+    )
+    # One reduction picks (max, its first position) together: comparing the elements with a max
+    # reduced separately can miss, as XLA may recompute the input (batch norm, ReLU) for each.
+    pooled, first = jax.lax.reduce(
+        (windows, position),
+        (jnp.array(-jnp.inf, x.dtype), jnp.array(factor ** len(axes), jnp.int32)),
+        _max_then_first,
+        axes,
+    )
+    at_first = position == jnp.expand_dims(first, axes)
+    return pooled, jnp.sum(jnp.where(at_first, _windows(tangent, factor), 0), axis=axes)
+
+
+def _max_then_first(
+    a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """The larger of two (value, position) pairs; of equal values, the earlier position."""
+    keep_a = (a[0] > b[0]) | ((a[0] == b[0]) & (a[1] < b[1]))
+    return jnp.where(keep_a, a[0], b[0]), jnp.where(keep_a, a[1], b[1])
+
+
+def _windows(x: jax.Array, factor: int) -> jax.Array:
+    """(batch, s1, s2, ..., C) -> (batch, s1 / factor, factor, s2 / factor, factor, ..., C)."""
+    shape = [x.shape[0]]
+    for size in x.shape[1:-1]:
+        shape += [size // factor, factor]
+    return x.reshape(*shape, x.shape[-1])
+
+
+def _window_axes(x: jax.Array) -> tuple[int, ...]:
+    return tuple(range(2, 2 * (x.ndim - 2) + 1, 2))

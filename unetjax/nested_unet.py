@@ -71,8 +71,8 @@ class DoubleConvNode(nnx.Module):
             else:
                 x = resample_fixed(edge, x)
             resampled.append(x)
-        x = resampled[0] if len(resampled) == 1 else jnp.concatenate(resampled, axis=-1)
-        return self.conv2(self.conv1(x, train=train), train=train)
+        # conv1 of the list: the concatenation's convolution without the concatenation.
+        return self.conv2(self.conv1(resampled, train=train), train=train)
 
 
 class FullScaleNode(nnx.Module):

@@ -19,7 +19,17 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from unetjax import checkpoint, data, encoder_unet, nested_unet, optim, parallel, rundir, steps
+from unetjax import (
+    checkpoint,
+    data,
+    encoder_unet,
+    layers,
+    nested_unet,
+    optim,
+    parallel,
+    rundir,
+    steps,
+)
 from unetjax.data import volume_preprocessing
 from unetjax.evaluation import full_size, heads, names
 from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
@@ -245,6 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         in_shardings=(replicated, parallel.batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
+        compiler_options=layers.train_compiler_options(),
     )
     eval_step = jax.jit(
         steps.make_eval_step(

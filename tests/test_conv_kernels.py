@@ -1,0 +1,53 @@
+"""`conv_kernels` against `nnx.Conv` applied to the concatenation it avoids forming."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from unetjax import conv_kernels
+
+
+@pytest.mark.parametrize(
+    ("spatial", "widths", "use_bias"),
+    [((10, 12), (3, 5, 8), True), ((10, 12), (24, 16), False), ((4, 6, 6), (2, 3), True)],
+)
+def test_conv_of_concatenation_equals_nnx_conv_of_the_concatenation_and_its_gradients(
+    spatial, widths, use_bias
+):
+    layer = nnx.Conv(
+        sum(widths), 7, (3,) * len(spatial), padding="SAME", use_bias=use_bias, rngs=nnx.Rngs(0)
+    )
+    keys = jax.random.split(jax.random.key(len(widths)), len(widths) + 1)
+    parts = [jax.random.normal(k, (2, *spatial, w)) for k, w in zip(keys, widths, strict=False)]
+    cotangent = jax.random.normal(keys[-1], (2, *spatial, 7))
+    graphdef, params = nnx.split(layer)
+
+    def ours(params, parts):
+        return conv_kernels.conv_of_concatenation(nnx.merge(graphdef, params), parts)
+
+    def reference(params, parts):
+        return nnx.merge(graphdef, params)(jnp.concatenate(parts, axis=-1))
+
+    y, vjp = jax.vjp(jax.jit(ours), params, parts)
+    expected, expected_vjp = jax.vjp(reference, params, parts)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    grads, expected_grads = vjp(cotangent), expected_vjp(cotangent)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+
+
+def test_conv_of_concatenation_of_one_part_is_the_layer_itself():
+    layer = nnx.Conv(3, 4, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (1, 5, 5, 3))
+    np.testing.assert_array_equal(conv_kernels.conv_of_concatenation(layer, [x]), layer(x))
+
+
+def test_conv_of_concatenation_rejects_parts_that_do_not_add_up_and_strided_layers():
+    layer = nnx.Conv(5, 4, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="parts of \\[2, 2\\] channels"):
+        conv_kernels.conv_of_concatenation(layer, [jnp.zeros((1, 4, 4, 2))] * 2)
+    strided = nnx.Conv(4, 4, (3, 3), strides=2, padding="SAME", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="only stride 1"):
+        conv_kernels.conv_of_concatenation(strided, [jnp.zeros((1, 4, 4, 2))] * 2)

@@ -1,0 +1,69 @@
+"""Convolution formulations that XLA:CPU trains faster than the direct form, same numbers.
+
+`conv_of_concatenation(layer, parts)` is `layer(jnp.concatenate(parts, axis=-1))` for the first
+convolution of a U-Net node, written as one convolution per part with that part's slice of the
+kernel, summed. A UNet++ node concatenates the dense skips of its level; the direct form copies
+them into a new array (and splits its gradient back), and its weight gradient transposes the
+whole concatenation, once per node, into the layout XLA's CPU convolution wants. Per part, the
+concatenation and the split are gone and each skip is transposed once for every node that reads
+it (XLA shares the copy): about 20% fewer transposed bytes in the UNet++ train step at
+b8 @ 96x96. On the shared 2-core benchmark CPU (in-process A/B, load 3-4.5) the step ran a median
+1.02-1.07x faster at b8 @ 96x96 and 1.06x at b2 @ 256x256, with rounds from 0.92 to 1.37x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+
+
+def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Array:
+    """`layer(jnp.concatenate(parts, axis=-1))`, summed over the parts (channels-last).
+
+    For the convolutions `ConvNormAct` builds: stride 1, no dilation, one feature group, no
+    mask; `padding` as the layer has it. Float rounding differs from the concatenated form only
+    in the order of the sum over input channels.
+    """
+    if len(parts) == 1:
+        return layer(parts[0])
+    simple = (
+        layer.feature_group_count == 1
+        and layer.mask is None
+        and isinstance(layer.padding, str)
+        and all(_is_one(value) for value in (layer.strides, layer.input_dilation))
+        and _is_one(layer.kernel_dilation)
+    )
+    if not simple:
+        raise ValueError("conv_of_concatenation: only stride 1, undilated, ungrouped convolutions")
+    widths = [part.shape[-1] for part in parts]
+    if sum(widths) != layer.in_features:
+        raise ValueError(
+            f"conv_of_concatenation: parts of {widths} channels, the layer takes "
+            f"{layer.in_features}"
+        )
+    kernel = layer.kernel[...]
+    bias = None if layer.bias is None else layer.bias[...]
+    *parts, kernel, bias = layer.promote_dtype((*parts, kernel, bias), dtype=layer.dtype)
+    spatial = "DHW"[-(parts[0].ndim - 2) :]
+    numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    y, start = None, 0
+    for part, width in zip(parts, widths, strict=True):
+        term = jax.lax.conv_general_dilated(
+            part,
+            kernel[..., start : start + width, :],
+            (1,) * len(spatial),
+            layer.padding,
+            dimension_numbers=numbers,
+            precision=layer.precision,
+        )
+        y = term if y is None else y + term
+        start += width
+    return y if bias is None else y + bias
+
+
+def _is_one(value: int | Sequence[int] | None) -> bool:
+    if value is None or isinstance(value, int):
+        return value in (None, 1)
+    return all(v == 1 for v in value)
