@@ -60,13 +60,14 @@ def run_jax(args) -> dict:
 
         @jax.jit
         def step(params, rest, opt_state, images, masks, graphdef=graphdef, optimizer=optimizer):
-            def loss_fn(params):
-                model = nnx.merge(graphdef, params, rest)
+            def loss_fn(params, rest):
+                # Fresh Variables at the grad trace level: batch statistics are updated inside.
+                model = nnx.merge(graphdef, params, jax.tree.map(lambda value: value, rest))
                 logits = model(images, train=True)
                 loss = sum(optax.sigmoid_binary_cross_entropy(x, masks).mean() for x in logits)
                 return loss, nnx.state(model, nnx.BatchStat)
 
-            (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), stats, opt_state
 
@@ -104,11 +105,9 @@ def run_jax(args) -> dict:
 
 
 def run_smp(args) -> dict:
-    import torch
+    from benchmarks.torch_import import torch_with_torchvision
 
-    from tests.conftest import import_torch_references
-
-    import_torch_references()
+    torch = torch_with_torchvision()
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(0)

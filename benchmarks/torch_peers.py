@@ -19,8 +19,11 @@ PEERS = ("plain", "monai", "smp")
 
 
 def torch_modules():
-    """torch and its nn, imported on demand so the rest of the package never needs them."""
-    import torch
+    """torch and its nn, imported on demand so the rest of the package never needs them
+    (torchvision importable beside a CPU torch wheel, for smp)."""
+    from benchmarks.torch_import import torch_with_torchvision
+
+    torch = torch_with_torchvision()
 
     return torch, torch.nn, torch.nn.functional
 
