@@ -11,7 +11,13 @@ from unetjax import conv_kernels
 
 @pytest.mark.parametrize(
     ("spatial", "widths", "use_bias"),
-    [((10, 12), (3, 5, 8), True), ((10, 12), (24, 16), False), ((4, 6, 6), (2, 3), True)],
+    [
+        ((10, 12), (3, 5, 8), True),
+        ((10, 12), (24, 16), False),
+        ((4, 6, 6), (2, 3), True),
+        ((5, 6, 7), (4,), False),  # one part in 3D: the depth taps alone
+        ((1, 4, 4), (2, 3), False),  # a single slice: both taps beside it see zeros
+    ],
 )
 def test_conv_of_concatenation_equals_nnx_conv_of_the_concatenation_and_its_gradients(
     spatial, widths, use_bias

@@ -9,6 +9,12 @@ concatenation and the split are gone and each skip is transposed once for every 
 it (XLA shares the copy): about 20% fewer transposed bytes in the UNet++ train step at
 b8 @ 96x96. On the shared 2-core benchmark CPU (in-process A/B, load 3-4.5) the step ran a median
 1.02-1.07x faster at b8 @ 96x96 and 1.06x at b2 @ 256x256, with rounds from 0.92 to 1.37x.
+
+A 3x3x3 convolution with "SAME" padding is computed as three 2D 3x3 convolutions, one per depth
+tap, over the depth-padded input's slices folded into the batch, summed, on the CPU: XLA:CPU
+runs 3D convolutions through a generic path several times slower than its 2D ones. On the 2-core
+benchmark CPU (quiet, jax 0.10.2): forward 2.2-4.5x and forward + backward 1.7-3.4x faster for
+batch 4 at 64^3 x 16 to 8^3 x 128 channels (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 
@@ -26,7 +33,7 @@ def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Ar
     mask; `padding` as the layer has it. Float rounding differs from the concatenated form only
     in the order of the sum over input channels.
     """
-    if len(parts) == 1:
+    if len(parts) == 1 and parts[0].ndim != 5:
         return layer(parts[0])
     simple = (
         layer.feature_group_count == 1
@@ -46,21 +53,47 @@ def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Ar
     kernel = layer.kernel[...]
     bias = None if layer.bias is None else layer.bias[...]
     *parts, kernel, bias = layer.promote_dtype((*parts, kernel, bias), dtype=layer.dtype)
-    spatial = "DHW"[-(parts[0].ndim - 2) :]
-    numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
     y, start = None, 0
     for part, width in zip(parts, widths, strict=True):
-        term = jax.lax.conv_general_dilated(
-            part,
-            kernel[..., start : start + width, :],
-            (1,) * len(spatial),
-            layer.padding,
-            dimension_numbers=numbers,
-            precision=layer.precision,
-        )
+        part_kernel = kernel[..., start : start + width, :]
+        term = _convolve(part, part_kernel, layer.padding, layer.precision)
         y = term if y is None else y + term
         start += width
     return y if bias is None else y + bias
+
+
+def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.Array:
+    """Stride-1 convolution of channels-last `x`; on the CPU, 3x3x3 "SAME" ones by depth taps
+    (GPUs keep their native 3D convolutions: not measured there)."""
+    taps = x.ndim == 5 and kernel.shape[0] == 3 and padding == "SAME"
+    if taps and jax.default_backend() == "cpu":
+        return _conv3d_by_depth_taps(x, kernel, precision)
+    spatial = "DHW"[-(x.ndim - 2) :]
+    numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1,) * len(spatial), padding, dimension_numbers=numbers, precision=precision
+    )
+
+
+def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+    """(B, D, H, W, C) * (3, kh, kw, C, O), "SAME": the sum over depth taps t of the 2D
+    convolution of slices d - 1 + t (zeros outside) with kernel[t], slices folded into the
+    batch."""
+    batch, depth, height, width, channels = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
+    y = None
+    for tap in range(3):
+        slices = padded[:, tap : tap + depth].reshape(batch * depth, height, width, channels)
+        term = jax.lax.conv_general_dilated(
+            slices,
+            kernel[tap],
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=precision,
+        )
+        y = term if y is None else y + term
+    return y.reshape(batch, depth, height, width, -1)
 
 
 def _is_one(value: int | Sequence[int] | None) -> bool:

@@ -158,7 +158,7 @@ class ConvNormAct(nnx.Module):
         self.dropout = nnx.Dropout(spec.dropout, rngs=rngs) if spec.dropout > 0 else None
 
     def __call__(self, x: jax.Array | Sequence[jax.Array], *, train: bool) -> jax.Array:
-        x = conv_of_concatenation(self.conv, x) if isinstance(x, list | tuple) else self.conv(x)
+        x = conv_of_concatenation(self.conv, x if isinstance(x, list | tuple) else [x])
         if isinstance(self.norm, nnx.BatchNorm):
             x = self.norm(x, use_running_average=not train)
         elif self.norm is not None:
