@@ -202,22 +202,6 @@ def test_encoder_learning_rate_is_scaled_and_frozen_for_the_warm_up_steps():
     assert isinstance(state, optax.MultiTransformState)
 
 
-def run_python(args, cache_dir):
-    # The runs compile the same steps: a shared persistent cache compiles them once.
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT,
-        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    )
-    completed = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
-    return completed.stdout
-
-
 TINY_ENCODER = [
     "--config",
     "configs/tiny.py",
@@ -234,29 +218,39 @@ TINY_ENCODER = [
 ]
 
 
+def tiny_encoder_config(data_dir, **train_overrides) -> ml_collections.ConfigDict:
+    """configs/tiny.py on a tiny ResNet encoder: TINY_ENCODER's settings, in-process."""
+    from configs import tiny
+
+    config = tiny.get_config()
+    config.model.encoder = "resnet_tiny"
+    config.model.decoder_channels = (16, 8, 8, 4, 4)
+    config.model.input_mean, config.model.input_std = (0.5,), (0.25,)
+    config.optimizer.encoder_lr_multiplier = 0.1
+    config.data.data_dir = str(data_dir)
+    config.train.update(
+        num_steps=4, eval_every=4, checkpoint_every=2, num_overlays=0, progress_bar=False
+    )
+    config.train.update(train_overrides)
+    return config
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("fast_compile")
 def test_a_tiny_encoder_run_trains_resumes_exactly_predicts_and_exports(tmp_path):
-    data_dir = f"--config.data.data_dir={tmp_path / 'tfds'}"
+    # In-process: the three runs share their compiled steps.
+    from unetjax import train
+
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    cache = tmp_path / "jax_cache"
-    run_python(["train.py", *TINY_ENCODER, data_dir, "--workdir", straight], cache)
-    run_python(
-        [
-            "train.py",
-            *TINY_ENCODER,
-            data_dir,
-            "--workdir",
-            resumed,
-            "--config.train.stop_after_steps=2",
-        ],
-        cache,
+    train.train_and_evaluate(tiny_encoder_config(tmp_path / "tfds"), straight)
+    first = train.train_and_evaluate(
+        tiny_encoder_config(tmp_path / "tfds", stop_after_steps=2), resumed
     )
-    run_python(["train.py", *TINY_ENCODER, data_dir, "--workdir", resumed], cache)
+    assert first.interrupted and first.step == 2
+    second = train.train_and_evaluate(tiny_encoder_config(tmp_path / "tfds"), resumed)
+    assert second.resumed_from == 2 and second.step == 4
     exported = str(tmp_path / "exported")
-    run_python(
-        ["-m", "unetjax.cli.export", "--model", resumed, "--depth", "1", "--output", exported],
-        cache,
-    )
+    inference.export(resumed, exported, depth=1, mode="fast")
 
     expected = inference.load_predictor(straight, depth=4)
     actual = inference.load_predictor(resumed, depth=4)

@@ -132,9 +132,13 @@ TRAIN_SCRIPT = textwrap.dedent(
 )
 
 
+# Compile time dominates the tiny runs in subprocesses: XLA's optimisations off there too.
+FAST_SUBPROCESS = {"JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
+
 def run_python(args, **env):
     """Runs `python *args` in the repository on the CPU; fails the test on a non-zero exit."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **env)
+    env = {**os.environ, **FAST_SUBPROCESS, "PYTHONPATH": ROOT, **env}
     completed = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
@@ -193,7 +197,7 @@ def test_two_processes_train_in_lockstep(tmp_path, data_dir):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     workdir = str(tmp_path / "distributed")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env = {**os.environ, **FAST_SUBPROCESS, "PYTHONPATH": ROOT}
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", DISTRIBUTED_SCRIPT, workdir, data_dir, str(port), str(i)],
