@@ -13,8 +13,8 @@ b8 @ 96x96. On the shared 2-core benchmark CPU (in-process A/B, load 3-4.5) the 
 A 3x3x3 convolution with "SAME" padding is computed as three 2D 3x3 convolutions, one per depth
 tap, over the depth-padded input's slices folded into the batch, summed, on the CPU: XLA:CPU
 runs 3D convolutions through a generic path several times slower than its 2D ones. On the 2-core
-benchmark CPU (quiet, jax 0.10.2): forward 2.2-4.5x and forward + backward 1.7-3.4x faster for
-batch 4 at 64^3 x 16 to 8^3 x 128 channels (benchmarks/RESULTS.md).
+benchmark CPU (quiet, jax 0.10.2): forward 2.6-5.9x and forward + backward 1.9-3.7x faster for
+batch 4 at 64^3 x 16 to 8^3 x 128 channels (`python -m benchmarks.conv3d_taps`).
 """
 
 from __future__ import annotations
