@@ -2,8 +2,6 @@
 validated samples (every file read once, only when that name is not built yet)."""
 
 import dataclasses
-import hashlib
-import json
 import pathlib
 
 import ml_collections
@@ -65,13 +63,7 @@ def builder_config(data_config: ml_collections.ConfigDict):
             "resize",
         )
     }
-    files = sorted(
-        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file()
-    )
-    digest = hashlib.sha1(json.dumps([str(root), options, files]).encode()).hexdigest()[:12]
-    name = f"{root.name}_{digest}"
+    name = folder.built_name(root, options)
     return name, lambda: _folder_config(data_config, root, name)
 
 

@@ -6,14 +6,12 @@ unchanged one is opened as it is. Scanning and checking the folder (`decathlon_b
 only runs when that name is not built yet.
 """
 
-import hashlib
-import json
 import pathlib
 from collections.abc import Callable
 
 import ml_collections
 
-from unetjax.data import decathlon_builder
+from unetjax.data import decathlon_builder, folder
 from unetjax.data.errors import DataError
 
 # The config.data fields that change the built files.
@@ -50,13 +48,7 @@ def builder_config(
             "= (superior, anterior, right), or None for the training set's median"
         )
     options = {key: data_config[key] for key in OPTIONS}
-    files = sorted(
-        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file()
-    )
-    digest = hashlib.sha1(json.dumps([str(root), options, files]).encode()).hexdigest()[:12]
-    name = f"{root.name}_{digest}"
+    name = folder.built_name(root, options)
 
     def make() -> decathlon_builder.DecathlonConfig:
         return decathlon_builder.make_config(

@@ -1,6 +1,8 @@
 """Finding samples in a user's folders: pairing images with masks, and splitting them."""
 
 import dataclasses
+import hashlib
+import json
 import logging
 import pathlib
 from collections.abc import Sequence
@@ -22,6 +24,19 @@ class Sample:
     stem: str
     image: str
     masks: tuple[str, ...]
+
+
+def built_name(root: pathlib.Path, options: dict) -> str:
+    """The built dataset's name for the folder `root`: its name and a fingerprint of every file's
+    path, size and mtime and of the `options` that change what is written, so a changed folder
+    or option builds anew and an unchanged one is opened as it is."""
+    files = sorted(
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    )
+    digest = hashlib.sha1(json.dumps([str(root), options, files]).encode()).hexdigest()[:12]
+    return f"{root.name}_{digest}"
 
 
 def _files_by_stem(folder: pathlib.Path) -> dict[str, pathlib.Path]:
