@@ -158,16 +158,7 @@ class ArtifactRunner:
                 "one, not as the whole image",
                 self.path,
             )
-        return tiling.predict_tiled(
-            self.predict_batch,
-            image,
-            tile=tile.tile,
-            overlap=tile.overlaps(),
-            align=self.align,
-            blend=tile.blend,
-            batch_size=tile.batch_size,
-            border=tile.border,
-        )
+        return tiling.predict_with_options(self.predict_batch, image, tile, align=self.align)
 
     def check_image(self, image: np.ndarray, name: str = "image") -> None:
         """Raises a ValueError naming `name` when `image` is not (*spatial, in_channels)."""

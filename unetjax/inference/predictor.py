@@ -158,16 +158,8 @@ class Predictor:
             pad = tiling.pad_to_bucket if bucket else tiling.pad_to_multiple
             padded, crop = pad(image, self.align)
             return self.predict_batch(padded[None])[0][crop]
-        return tiling.predict_tiled(
-            self.predict_batch,
-            image,
-            tile=tile.tile,
-            overlap=tile.overlaps(),
-            align=self.align,
-            blend=tile.blend,
-            batch_size=tile.batch_size,
-            border=tile.border,
-            fixed_shape=bucket,
+        return tiling.predict_with_options(
+            self.predict_batch, image, tile, align=self.align, fixed_shape=bucket
         )
 
     def normalize(self, image: np.ndarray) -> np.ndarray:

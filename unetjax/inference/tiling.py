@@ -211,6 +211,29 @@ def predict_tiled(
     return prediction
 
 
+def predict_with_options(
+    predict_fn: PredictFn,
+    image: np.ndarray,
+    options: TileOptions,
+    *,
+    align: int,
+    fixed_shape: bool = False,
+) -> np.ndarray:
+    """`predict_tiled` with the settings of a `TileOptions` (the predictor's and the artifact
+    runner's call)."""
+    return predict_tiled(
+        predict_fn,
+        image,
+        tile=options.tile,
+        overlap=options.overlaps(),
+        align=align,
+        blend=options.blend,
+        batch_size=options.batch_size,
+        border=options.border,
+        fixed_shape=fixed_shape,
+    )
+
+
 def _blend_tiles(
     predict_fn: PredictFn,
     padded: np.ndarray,
