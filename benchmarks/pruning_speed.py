@@ -17,6 +17,7 @@ JAX picks the GPU when one is present; the table names the device.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from benchmarks import harness
+from unetjax import layers
 from unetjax.nested_unet import UNetPlusPlus, count_params, prune
 
 PAPER_PARAMS = {1: 100_961, 2: 511_105, 3: 2_204_961, 4: 9_041_601}
@@ -101,7 +103,7 @@ def measure(
     pruned = prune(model, depth, mode)
     graphdef, state = nnx.split(pruned)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=layers.compiler_options())
     def predict(state, images):
         return nnx.merge(graphdef, state).predict(images, depth=depth, mode=mode)
 

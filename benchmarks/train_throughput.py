@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--xla-defaults",
         action="store_true",
-        help="jit the step with XLA's default options, not layers.train_compiler_options()",
+        help="jit the step with XLA's default options, not layers.compiler_options()",
     )
     parser.add_argument("--quick", action="store_true", help="96x96 batch 8, 1 warm-up, 3 repeats")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -128,12 +128,12 @@ def measure(
 ) -> dict[str, Any]:
     """Compiles the donated train step and times `repeats` steps after `warmup`.
 
-    The step is jitted with `layers.train_compiler_options()`, as training runs it, unless
+    The step is jitted with `layers.compiler_options()`, as training runs it, unless
     `xla_defaults` (XLA's default options, for an A/B of the two).
     """
     optimizer = optax.adam(1e-3)
     graphdef, state = steps.create_train_state(model, optimizer)
-    options = None if xla_defaults else layers.train_compiler_options()
+    options = None if xla_defaults else layers.compiler_options()
     train_step = jax.jit(
         steps.make_train_step(graphdef, optimizer), donate_argnums=0, compiler_options=options
     )
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     print(
         f"train_throughput on {machine['device']} ({machine['cpu']}, {machine['nproc']} cores), "
         f"jax {machine['jax']}, norm {args.norm}, compiler options "
-        f"{None if args.xla_defaults else layers.train_compiler_options()}, load "
+        f"{None if args.xla_defaults else layers.compiler_options()}, load "
         f"{' / '.join(f'{value:.2f}' for value in os.getloadavg())}",
         flush=True,
     )

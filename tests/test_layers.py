@@ -1,6 +1,7 @@
 """The layers' fast formulations against independent references: `nnx.max_pool` (XLA's
-reduce-window and select-and-scatter), a hand-computed gradient for ties, and
-`lax.conv_general_dilated` compiled with XLA's default options."""
+reduce-window and select-and-scatter), a hand-computed gradient for ties, `nnx.ConvTranspose`
+(`lax.conv_transpose`) and its automatic gradient, and `lax.conv_general_dilated` compiled with
+XLA's default options."""
 
 import itertools
 
@@ -127,10 +128,10 @@ def conv(x, kernel):
 
 
 @pytest.mark.parametrize("spatial", [(12, 12), (6, 6, 6)])
-def test_convolutions_compiled_with_the_train_options_equal_the_default_compilation(spatial):
-    options = layers.train_compiler_options()
+def test_convolutions_compiled_with_the_cpu_options_equal_the_default_compilation(spatial):
+    options = layers.compiler_options()
     if options is None:
-        pytest.skip("no XLA:CPU train options on this backend")
+        pytest.skip("no XLA:CPU options on this backend")
     keys = jax.random.split(jax.random.key(len(spatial)), 3)
     # More than 16 channels: XLA:CPU's YNNPACK path takes only convolutions that wide.
     x = jax.random.normal(keys[0], (2, *spatial, 24))
@@ -149,13 +150,65 @@ def test_convolutions_compiled_with_the_train_options_equal_the_default_compilat
         )
 
 
-def test_train_options_leave_2d_convolutions_out_of_ynnpack():
-    options = layers.train_compiler_options()
+def test_cpu_options_leave_2d_convolutions_out_of_ynnpack():
+    options = layers.compiler_options()
     if options is None:
-        pytest.skip("no XLA:CPU train options on this backend")
+        pytest.skip("no XLA:CPU options on this backend")
     x, kernel = jnp.ones((2, 12, 12, 24)), jnp.ones((3, 3, 24, 32))
     step = jax.grad(lambda x, kernel: jnp.sum(conv(x, kernel) ** 2), argnums=(0, 1))
     default = jax.jit(step).lower(x, kernel).compile().as_text()
     tuned = jax.jit(step, compiler_options=options).lower(x, kernel).compile().as_text()
     assert "__ynn_fusion" in default  # what the options change: XLA's default takes them
     assert "__ynn_fusion" not in tuned
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6, 16), (2, 3, 4, 2, 24)])
+def test_learned_upsample_and_its_gradients_equal_nnx_conv_transpose(shape):
+    """The block matmul and its hand-written gradients (a strided convolution for the input, a
+    product over pixels for the kernel) against `lax.conv_transpose` and autodiff, under jit."""
+    spatial = len(shape) - 2
+    spec = layers.NetworkSpec(spatial_dims=spatial)
+    upsample = layers.LearnedUpsample(shape[-1], 8, spec, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(upsample)
+    keys = jax.random.split(jax.random.key(spatial), 2)
+    x = jax.random.normal(keys[0], shape)
+    cotangent = jax.random.normal(keys[1], (shape[0], *(2 * n for n in shape[1:-1]), 8))
+
+    def forward_and_gradients(forward):
+        def run(params, x):
+            y, vjp = jax.vjp(lambda p, x: forward(nnx.merge(graphdef, p), x), params, x)
+            return y, vjp(cotangent)
+
+        return jax.jit(run, compiler_options=layers.compiler_options())(params, x)
+
+    ours = forward_and_gradients(lambda layer, x: layer(x))
+    expected = forward_and_gradients(lambda layer, x: layer.conv(x))
+    for mine, reference in zip(jax.tree.leaves(ours), jax.tree.leaves(expected), strict=True):
+        scale = float(jnp.max(jnp.abs(reference)))
+        np.testing.assert_allclose(mine, reference, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_stored_once_is_the_identity_and_keeps_xla_from_recomputing_its_producers():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 32))
+    shift = jnp.full((32,), 0.25)
+    np.testing.assert_array_equal(layers.stored_once(x), x)
+    gradient = jax.grad(lambda x: jnp.sum(layers.stored_once(x) * x))(x)
+    np.testing.assert_array_equal(gradient, 2 * x)
+
+    def relu_count(store, differentiate):
+        def consumers(x, shift):
+            y = jax.nn.relu(x * 1.5 + shift)
+            y = layers.stored_once(y) if store else y
+            return jnp.transpose(y, (3, 1, 2, 0)), y * 2.0
+
+        def loss(x, shift):
+            transposed, doubled = consumers(x, shift)
+            return jnp.sum(transposed**2) + jnp.sum(doubled)
+
+        function = jax.grad(loss) if differentiate else consumers
+        return jax.jit(function).lower(x, shift).compile().as_text().count(" maximum(")
+
+    # Without it XLA fuses the ReLU into both consumers; with it the ReLU runs once.
+    assert relu_count(store=False, differentiate=False) == 2
+    for differentiate in (False, True):
+        assert relu_count(store=True, differentiate=differentiate) == 1

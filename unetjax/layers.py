@@ -2,7 +2,7 @@
 
 `NetworkSpec` holds the layer options shared by the whole network; `ConvNormAct` and
 `LearnedUpsample` are the blocks with parameters; `max_pool` and `interpolate` the fixed
-resamplings; `train_compiler_options` how XLA:CPU should compile a step that trains them.
+resamplings; `compiler_options` how XLA:CPU should compile a program of them.
 Channels-last, 2D or 3D by `spec.spatial_dims`.
 """
 
@@ -85,32 +85,33 @@ class NetworkSpec:
             raise ValueError("softmax output needs num_classes >= 2 (use sigmoid for one class)")
 
 
-# XLA:CPU (jax 0.10) hands 2D float32 convolutions to YNNPACK. Its forward convolutions are
-# faster than XLA's own (Eigen) ones, but its weight gradients ran 1.6 to 2.4x slower on the
-# benchmark CPU and dominated the train step (benchmarks/RESULTS.md). This keeps YNNPACK's
-# default dots and reductions and leaves the convolutions of a differentiated program to XLA.
-_CPU_TRAIN_OPTIONS = {
+# XLA:CPU (jax 0.10) hands 2D float32 convolutions to YNNPACK by default. On the benchmark CPU
+# XLA's own (Eigen) convolutions were faster: weight gradients 1.6 to 3.2x (they dominated the
+# train step), forward convolutions at 32 to 64 channels about 1.6x (pruned UNet++ inference at
+# b8 @ 96x96 1.1 to 1.35x), level at 512x512 and in 3D (benchmarks/RESULTS.md). This keeps
+# YNNPACK's dots and reductions and leaves the convolutions to XLA.
+_CPU_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": (
         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
     )
 }
 
 
-def train_compiler_options() -> dict[str, str] | None:
-    """`compiler_options` for `jax.jit` of a program that differentiates these layers (the train
-    step): convolutions by XLA's own CPU emitter; None on other backends, or where the installed
-    XLA has no such option. Inference runs faster with XLA's defaults."""
-    if not _cpu_train_options_apply():
+def compiler_options() -> dict[str, str] | None:
+    """`compiler_options` for `jax.jit` of a program of these layers (train, eval and predict
+    steps): convolutions by XLA's own CPU emitter; None on other backends, or where the installed
+    XLA has no such option."""
+    if not _cpu_options_apply():
         return None
-    return dict(_CPU_TRAIN_OPTIONS)
+    return dict(_CPU_OPTIONS)
 
 
 @functools.cache
-def _cpu_train_options_apply() -> bool:
+def _cpu_options_apply() -> bool:
     if jax.default_backend() != "cpu":
         return False
     try:
-        jax.jit(jnp.negative, compiler_options=_CPU_TRAIN_OPTIONS).lower(jnp.zeros(())).compile()
+        jax.jit(jnp.negative, compiler_options=_CPU_OPTIONS).lower(jnp.zeros(())).compile()
     except jax.errors.JaxRuntimeError:
         return False
     return True
@@ -164,9 +165,24 @@ class ConvNormAct(nnx.Module):
         elif self.norm is not None:
             x = self.norm(x)
         x = self.activation(x)
+        if train:
+            x = stored_once(x)
         if self.dropout is not None:
             x = self.dropout(x, deterministic=not train)
         return x
+
+
+def stored_once(x: jax.Array) -> jax.Array:
+    """`x`, computed once and stored by XLA rather than recomputed in each of its consumers.
+
+    XLA fuses cheap element-wise producers (here a node's batch norm and activation) into every
+    consumer. In a train step one consumer of each activation is the transposing copy that feeds
+    its convolution's weight gradient, and on XLA:CPU that copy ran 4-5x slower with the batch
+    norm recomputed inside it. XLA counts a division as expensive and does not duplicate it:
+    `x / (1 + 0 * x)` is `x` for every finite `x` (NaN where `x` is infinite), and XLA cannot
+    fold it away, as `0 * x` is not 0 for infinities and NaNs.
+    """
+    return x / (1 + 0 * jax.lax.stop_gradient(x))
 
 
 class LearnedUpsample(nnx.Module):
@@ -208,17 +224,66 @@ def transposed_conv_as_matmul(layer: nnx.ConvTranspose, x: jax.Array) -> jax.Arr
     spatial = x.ndim - 2
     # lax.conv_transpose without transpose_kernel correlates the dilated input with the kernel,
     # so output offset k within a block takes kernel tap (window - 1 - k): flip the taps.
-    kernel = jnp.flip(kernel, axis=tuple(range(spatial)))
+    y = _blocks_from_pixels(x, jnp.flip(kernel, axis=tuple(range(spatial))), layer.precision)
+    return y if bias is None else y + bias
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _blocks_from_pixels(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+    """y[b, w * i + k, ..., o] = sum_c x[b, i, ..., c] kernel[k, ..., c, o]: every input pixel
+    writes its own block of kernel.shape[:-2] output pixels."""
+    spatial = x.ndim - 2
     in_axes, tap_axes = "defg"[:spatial], "pqrs"[:spatial]
     out_axes = "".join(a + t for a, t in zip(in_axes, tap_axes, strict=True))
-    y = jnp.einsum(f"b{in_axes}c,{tap_axes}co->b{out_axes}o", x, kernel, precision=layer.precision)
+    y = jnp.einsum(f"b{in_axes}c,{tap_axes}co->b{out_axes}o", x, kernel, precision=precision)
     window = kernel.shape[:spatial]
-    y = y.reshape(
+    return y.reshape(
         x.shape[0], *(n * w for n, w in zip(x.shape[1:-1], window, strict=True)), kernel.shape[-1]
     )
-    if bias is not None:
-        y = y + bias
-    return y
+
+
+def _blocks_from_pixels_forward(x, kernel, precision):
+    return _blocks_from_pixels(x, kernel, precision), (x, kernel)
+
+
+def _blocks_from_pixels_backward(precision, residuals, cotangent):
+    """The gradients, written so that XLA:CPU copies no activation into a transposed layout
+    (autodiff's form of the einsum's gradient transposed two activation-sized arrays, about 15%
+    of the UNet++ train step at b8 @ 96x96): the input's gradient is the stride-`window`
+    convolution of the cotangent with the kernel, the kernel's a product over pixels of the
+    input with the cotangent's blocks laid out pixel-major."""
+    x, kernel = residuals
+    spatial = x.ndim - 2
+    window = kernel.shape[:spatial]
+    letters = "DHW"[-spatial:]
+    dx = jax.lax.conv_general_dilated(
+        cotangent,
+        jnp.swapaxes(kernel, -1, -2),
+        window,
+        "VALID",
+        dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
+        precision=precision,
+    )
+    # (b, i * w, ..., o) -> (b, i, ..., w, ..., o): each pixel's block as one row.
+    split = [x.shape[0]]
+    for n, w in zip(x.shape[1:-1], window, strict=True):
+        split += [n, w]
+    blocks = jnp.transpose(
+        cotangent.reshape(*split, kernel.shape[-1]),
+        (0, *range(1, 2 * spatial, 2), *range(2, 2 * spatial + 1, 2), 2 * spatial + 1),
+    )
+    pixels = math.prod(x.shape[:-1])
+    dkernel = jax.lax.dot_general(
+        x.reshape(pixels, x.shape[-1]),
+        blocks.reshape(pixels, -1),
+        (((0,), (0,)), ((), ())),
+        precision=precision,
+    )
+    dkernel = jnp.moveaxis(dkernel.reshape(x.shape[-1], *window, kernel.shape[-1]), 0, -2)
+    return dx, dkernel
+
+
+_blocks_from_pixels.defvjp(_blocks_from_pixels_forward, _blocks_from_pixels_backward)
 
 
 def interpolate(x: jax.Array, factor: int) -> jax.Array:

@@ -255,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         in_shardings=(replicated, parallel.batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
-        compiler_options=layers.train_compiler_options(),
+        compiler_options=layers.compiler_options(),
     )
     eval_step = jax.jit(
         steps.make_eval_step(
@@ -263,7 +263,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             output_activation=info.output_activation,
             threshold=train_config.eval_threshold,
             ignore_index=info.ignore_index,
-        )
+        ),
+        compiler_options=layers.compiler_options(),
     )
     if full_size_validation(dataset):
         all_heads = full_size.all_heads_function(graphdef, info.output_activation)

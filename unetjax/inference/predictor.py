@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from unetjax import checkpoint, nested_unet, parallel, rundir
+from unetjax import checkpoint, layers, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
 from unetjax.data import normalization
 from unetjax.inference import tiling
@@ -76,7 +76,11 @@ class Predictor:
         self.mesh = parallel.make_mesh()
         self.graphdef, state = nnx.split(model)
         self.state = jax.device_put(state, parallel.replicated(self.mesh))
-        self._forward = jax.jit(self.network_function(), static_argnames=("flips",))
+        self._forward = jax.jit(
+            self.network_function(),
+            static_argnames=("flips",),
+            compiler_options=layers.compiler_options(),
+        )
 
     @property
     def align(self) -> int:
