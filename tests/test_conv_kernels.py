@@ -10,24 +10,26 @@ from unetjax import conv_kernels
 
 
 @pytest.mark.parametrize(
-    ("spatial", "widths", "use_bias"),
+    ("batch", "spatial", "widths", "use_bias"),
     [
-        ((10, 12), (3, 5, 8), True),
-        ((10, 12), (24, 16), False),
-        ((4, 6, 6), (2, 3), True),
-        ((5, 6, 7), (4,), False),  # one part in 3D: the depth taps alone
-        ((1, 4, 4), (2, 3), False),  # a single slice: both taps beside it see zeros
+        (2, (10, 12), (3, 5, 8), True),  # a small batch: the weight gradient pads first
+        (8, (10, 12), (3, 5, 8), True),  # a larger one: padding inside its convolution
+        (2, (10, 12), (24, 16), False),
+        (1, (9, 7), (20,), True),  # one 2D part
+        (2, (4, 6, 6), (2, 3), True),
+        (2, (5, 6, 7), (4,), False),  # one part in 3D: the depth taps alone
+        (2, (1, 4, 4), (2, 3), False),  # a single slice: both taps beside it see zeros
     ],
 )
 def test_conv_of_concatenation_equals_nnx_conv_of_the_concatenation_and_its_gradients(
-    spatial, widths, use_bias
+    batch, spatial, widths, use_bias
 ):
     layer = nnx.Conv(
         sum(widths), 7, (3,) * len(spatial), padding="SAME", use_bias=use_bias, rngs=nnx.Rngs(0)
     )
     keys = jax.random.split(jax.random.key(len(widths)), len(widths) + 1)
-    parts = [jax.random.normal(k, (2, *spatial, w)) for k, w in zip(keys, widths, strict=False)]
-    cotangent = jax.random.normal(keys[-1], (2, *spatial, 7))
+    parts = [jax.random.normal(k, (batch, *spatial, w)) for k, w in zip(keys, widths, strict=False)]
+    cotangent = jax.random.normal(keys[-1], (batch, *spatial, 7))
     graphdef, params = nnx.split(layer)
 
     def ours(params, parts):

@@ -15,10 +15,14 @@ tap, over the depth-padded input's slices folded into the batch, summed, on the 
 runs 3D convolutions through a generic path several times slower than its 2D ones. On the 2-core
 benchmark CPU (quiet, jax 0.10.2): forward 2.6-5.9x and forward + backward 1.9-3.7x faster for
 batch 4 at 64^3 x 16 to 8^3 x 128 channels (`python -m benchmarks.conv3d_taps`).
+
+A 3x3 "SAME" convolution on the CPU keeps XLA's forward and input gradient and writes its own
+weight gradient (`_conv3x3_cpu`), which pads the input first for small batches.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -33,8 +37,6 @@ def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Ar
     mask; `padding` as the layer has it. Float rounding differs from the concatenated form only
     in the order of the sum over input channels.
     """
-    if len(parts) == 1 and parts[0].ndim != 5:
-        return layer(parts[0])
     simple = (
         layer.feature_group_count == 1
         and layer.mask is None
@@ -64,10 +66,14 @@ def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Ar
 
 def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.Array:
     """Stride-1 convolution of channels-last `x`; on the CPU, 3x3x3 "SAME" ones by depth taps
-    (GPUs keep their native 3D convolutions: not measured there)."""
-    taps = x.ndim == 5 and kernel.shape[0] == 3 and padding == "SAME"
-    if taps and jax.default_backend() == "cpu":
+    and 3x3 "SAME" ones with `_conv3x3_cpu`'s weight gradient (GPUs keep XLA's native forms:
+    not measured there)."""
+    on_cpu = jax.default_backend() == "cpu"
+    three = kernel.shape[0] == 3 and padding == "SAME"
+    if on_cpu and three and x.ndim == 5:
         return _conv3d_by_depth_taps(x, kernel, precision)
+    if on_cpu and three and x.ndim == 4 and kernel.shape[1] == 3:
+        return _conv3x3_cpu(x, kernel, precision)
     spatial = "DHW"[-(x.ndim - 2) :]
     numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
     return jax.lax.conv_general_dilated(
@@ -94,6 +100,51 @@ def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Arr
         )
         y = term if y is None else y + term
     return y.reshape(batch, depth, height, width, -1)
+
+
+# Largest batch for which `_conv3x3_cpu` pads the input before its weight gradient's convolution.
+SMALL_BATCH = 4
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv3x3_cpu(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+    """3x3 "SAME" convolution whose weight gradient, for a batch of at most `SMALL_BATCH`,
+    convolves the zero-padded input with the cotangent ("VALID") instead of padding inside the
+    convolution, autodiff's form. XLA:CPU's (Eigen's) weight-gradient convolution reads the input
+    batch-innermost, and with few images it pads slowly: at batch 2 the padded-first form ran
+    1.2-1.5x faster (256^2 x 32 to 64^2 x 128 channels), at batch 8 1.1-1.4x slower, level at 4
+    (benchmarks/RESULTS.md)."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC, precision=precision
+    )
+
+
+def _conv3x3_cpu_forward(x, kernel, precision):
+    return _conv3x3_cpu(x, kernel, precision), (x, kernel)
+
+
+def _conv3x3_cpu_backward(precision, residuals, cotangent):
+    x, kernel = residuals
+    flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
+    dx = jax.lax.conv_general_dilated(
+        cotangent, flipped, (1, 1), "SAME", dimension_numbers=_NHWC, precision=precision
+    )
+    # Images as the contracted feature axis, channels as the batch: out (3, 3, C, O).
+    numbers = jax.lax.ConvDimensionNumbers(
+        lhs_spec=(3, 0, 1, 2), rhs_spec=(3, 0, 1, 2), out_spec=(2, 3, 0, 1)
+    )
+    if x.shape[0] <= SMALL_BATCH:
+        x, padding = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), "VALID"
+    else:
+        padding = ((1, 1), (1, 1))
+    dkernel = jax.lax.conv_general_dilated(
+        x, cotangent, (1, 1), padding, dimension_numbers=numbers, precision=precision
+    )
+    return dx, dkernel.astype(kernel.dtype)
+
+
+_conv3x3_cpu.defvjp(_conv3x3_cpu_forward, _conv3x3_cpu_backward)
 
 
 def _is_one(value: int | Sequence[int] | None) -> bool:
