@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unetjax.conv_kernels import conv_of_concatenation
+from unetjax.conv_kernels import conv_of_concatenation, transposed_conv_as_matmul
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -211,81 +212,6 @@ class LearnedUpsample(nnx.Module):
         return interpolate(x, 2)
 
 
-def transposed_conv_as_matmul(layer: nnx.ConvTranspose, x: jax.Array) -> jax.Array:
-    """`layer(x)` for a transposed conv whose window equals its stride (2x2, "VALID").
-
-    Each input pixel then writes its own 2x2 output block: one matrix product and a reshape, the
-    same numbers as `lax.conv_transpose`. XLA:CPU runs the conv form's gradient as a naive dilated
-    convolution, about 50 times slower than this product's.
-    """
-    x, kernel, bias = nnx.nn.dtypes.promote_dtype(
-        (x, layer.kernel[...], None if layer.bias is None else layer.bias[...]), dtype=layer.dtype
-    )
-    spatial = x.ndim - 2
-    # lax.conv_transpose without transpose_kernel correlates the dilated input with the kernel,
-    # so output offset k within a block takes kernel tap (window - 1 - k): flip the taps.
-    y = _blocks_from_pixels(x, jnp.flip(kernel, axis=tuple(range(spatial))), layer.precision)
-    return y if bias is None else y + bias
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _blocks_from_pixels(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
-    """y[b, w * i + k, ..., o] = sum_c x[b, i, ..., c] kernel[k, ..., c, o]: every input pixel
-    writes its own block of kernel.shape[:-2] output pixels."""
-    spatial = x.ndim - 2
-    in_axes, tap_axes = "defg"[:spatial], "pqrs"[:spatial]
-    out_axes = "".join(a + t for a, t in zip(in_axes, tap_axes, strict=True))
-    y = jnp.einsum(f"b{in_axes}c,{tap_axes}co->b{out_axes}o", x, kernel, precision=precision)
-    window = kernel.shape[:spatial]
-    return y.reshape(
-        x.shape[0], *(n * w for n, w in zip(x.shape[1:-1], window, strict=True)), kernel.shape[-1]
-    )
-
-
-def _blocks_from_pixels_forward(x, kernel, precision):
-    return _blocks_from_pixels(x, kernel, precision), (x, kernel)
-
-
-def _blocks_from_pixels_backward(precision, residuals, cotangent):
-    """The gradients, written so that XLA:CPU copies no activation into a transposed layout
-    (autodiff's form of the einsum's gradient transposed two activation-sized arrays, about 15%
-    of the UNet++ train step at b8 @ 96x96): the input's gradient is the stride-`window`
-    convolution of the cotangent with the kernel, the kernel's a product over pixels of the
-    input with the cotangent's blocks laid out pixel-major."""
-    x, kernel = residuals
-    spatial = x.ndim - 2
-    window = kernel.shape[:spatial]
-    letters = "DHW"[-spatial:]
-    dx = jax.lax.conv_general_dilated(
-        cotangent,
-        jnp.swapaxes(kernel, -1, -2),
-        window,
-        "VALID",
-        dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
-        precision=precision,
-    )
-    # (b, i * w, ..., o) -> (b, i, ..., w, ..., o): each pixel's block as one row.
-    split = [x.shape[0]]
-    for n, w in zip(x.shape[1:-1], window, strict=True):
-        split += [n, w]
-    blocks = jnp.transpose(
-        cotangent.reshape(*split, kernel.shape[-1]),
-        (0, *range(1, 2 * spatial, 2), *range(2, 2 * spatial + 1, 2), 2 * spatial + 1),
-    )
-    pixels = math.prod(x.shape[:-1])
-    dkernel = jax.lax.dot_general(
-        x.reshape(pixels, x.shape[-1]),
-        blocks.reshape(pixels, -1),
-        (((0,), (0,)), ((), ())),
-        precision=precision,
-    )
-    dkernel = jnp.moveaxis(dkernel.reshape(x.shape[-1], *window, kernel.shape[-1]), 0, -2)
-    return dx, dkernel
-
-
-_blocks_from_pixels.defvjp(_blocks_from_pixels_forward, _blocks_from_pixels_backward)
-
-
 def interpolate(x: jax.Array, factor: int) -> jax.Array:
     """Linear (bi/trilinear) up-sampling of the spatial axes by `factor`, half-pixel centres."""
     shape = (x.shape[0], *(size * factor for size in x.shape[1:-1]), x.shape[-1])
@@ -298,8 +224,9 @@ def max_pool(x: jax.Array, factor: int) -> jax.Array:
     The same numbers as `nnx.max_pool` forward and backward, ties included: the gradient of a
     window goes to its first maximum in row-major order, as XLA's select-and-scatter (and
     PyTorch's max-pool) route it. Ties are common here, not rare: a conv fed an all-zero region
-    gives one constant, which batch norm and ReLU can keep positive. Written as a reshape and a
-    max whose derivative is a mask, which XLA:CPU runs about 8x faster than select-and-scatter.
+    gives one constant, which batch norm and ReLU can keep positive. Written as a max over
+    strided views whose derivative is a mask, which XLA:CPU runs about 8x faster than
+    select-and-scatter.
     """
     for size in x.shape[1:-1]:
         if size % factor:
@@ -311,7 +238,12 @@ def max_pool(x: jax.Array, factor: int) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _max_pool(x: jax.Array, factor: int) -> jax.Array:
-    return jnp.max(_windows(x, factor), axis=_window_axes(x))
+    # The maximum of the factor^d strided views: element-wise, so XLA:CPU fuses it into one
+    # loop. As a reduction, YNNPACK took it and grew its fusion through the next node's
+    # convolutions, which it ran about 3x slower (pruned inference at b8 @ 96x96).
+    offsets = itertools.product(range(factor), repeat=x.ndim - 2)
+    views = [x[(slice(None), *(slice(o, None, factor) for o in offset))] for offset in offsets]
+    return functools.reduce(jnp.maximum, views)
 
 
 @_max_pool.defjvp
