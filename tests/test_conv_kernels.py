@@ -13,7 +13,7 @@ from unetjax import conv_kernels
     ("batch", "spatial", "widths", "use_bias"),
     [
         (2, (10, 12), (3, 5, 8), True),  # a small batch: the weight gradient pads first
-        (8, (10, 12), (3, 5, 8), True),  # a larger one: padding inside its convolution
+        (8, (10, 12), (3, 5, 8), True),  # a larger one: autodiff's weight gradient
         (2, (10, 12), (24, 16), False),
         (1, (9, 7), (20,), True),  # one 2D part
         (2, (4, 6, 6), (2, 3), True),

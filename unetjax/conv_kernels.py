@@ -17,7 +17,7 @@ benchmark CPU (quiet, jax 0.10.2): forward 2.6-5.9x and forward + backward 1.9-3
 batch 4 at 64^3 x 16 to 8^3 x 128 channels (`python -m benchmarks.conv3d_taps`).
 
 A 3x3 "SAME" convolution on the CPU keeps XLA's forward and input gradient and writes its own
-weight gradient (`_conv3x3_cpu`), which pads the input first for small batches.
+weight gradient (`_conv3x3_small_batch`), which pads the input first, for small batches.
 
 `transposed_conv_as_matmul` is the 2x2 stride-2 transposed convolution of the up-sampling, as a
 matrix product with hand-written gradients.
@@ -70,14 +70,15 @@ def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Ar
 
 def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.Array:
     """Stride-1 convolution of channels-last `x`; on the CPU, 3x3x3 "SAME" ones by depth taps
-    and 3x3 "SAME" ones with `_conv3x3_cpu`'s weight gradient (GPUs keep XLA's native forms:
-    not measured there)."""
+    and 3x3 "SAME" ones of small batches with `_conv3x3_small_batch`'s weight gradient (GPUs
+    keep XLA's native forms: not measured there)."""
     on_cpu = jax.default_backend() == "cpu"
     three = kernel.shape[0] == 3 and padding == "SAME"
     if on_cpu and three and x.ndim == 5:
         return _conv3d_by_depth_taps(x, kernel, precision)
-    if on_cpu and three and x.ndim == 4 and kernel.shape[1] == 3:
-        return _conv3x3_cpu(x, kernel, precision)
+    small = x.shape[0] <= SMALL_BATCH
+    if on_cpu and three and x.ndim == 4 and kernel.shape[1] == 3 and small:
+        return _conv3x3_small_batch(x, kernel, precision)
     spatial = "DHW"[-(x.ndim - 2) :]
     numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
     return jax.lax.conv_general_dilated(
@@ -106,29 +107,31 @@ def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Arr
     return y.reshape(batch, depth, height, width, -1)
 
 
-# Largest batch for which `_conv3x3_cpu` pads the input before its weight gradient's convolution.
+# Largest batch whose 3x3 convolutions `_conv3x3_small_batch` computes on the CPU.
 SMALL_BATCH = 4
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3x3_cpu(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
-    """3x3 "SAME" convolution whose weight gradient, for a batch of at most `SMALL_BATCH`,
-    convolves the zero-padded input with the cotangent ("VALID") instead of padding inside the
-    convolution, autodiff's form. XLA:CPU's (Eigen's) weight-gradient convolution reads the input
-    batch-innermost, and with few images it pads slowly: at batch 2 the padded-first form ran
-    1.2-1.5x faster (256^2 x 32 to 64^2 x 128 channels), at batch 8 1.1-1.4x slower, level at 4
-    (benchmarks/RESULTS.md)."""
+def _conv3x3_small_batch(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+    """3x3 "SAME" convolution whose weight gradient convolves the zero-padded input with the
+    cotangent ("VALID") instead of padding inside the convolution, autodiff's form.
+
+    XLA:CPU's (Eigen's) weight-gradient convolution reads the input with the images innermost,
+    and with few of them it pads slowly: at batch 2 the padded-first form ran 1.2-1.5x faster
+    (256^2 x 32 to 64^2 x 128 channels), at batch 8 1.1-1.4x slower, level at 4
+    (benchmarks/RESULTS.md). Larger batches keep autodiff's form.
+    """
     return jax.lax.conv_general_dilated(
         x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC, precision=precision
     )
 
 
-def _conv3x3_cpu_forward(x, kernel, precision):
-    return _conv3x3_cpu(x, kernel, precision), (x, kernel)
+def _conv3x3_small_batch_forward(x, kernel, precision):
+    return _conv3x3_small_batch(x, kernel, precision), (x, kernel)
 
 
-def _conv3x3_cpu_backward(precision, residuals, cotangent):
+def _conv3x3_small_batch_backward(precision, residuals, cotangent):
     x, kernel = residuals
     flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
     dx = jax.lax.conv_general_dilated(
@@ -138,17 +141,14 @@ def _conv3x3_cpu_backward(precision, residuals, cotangent):
     numbers = jax.lax.ConvDimensionNumbers(
         lhs_spec=(3, 0, 1, 2), rhs_spec=(3, 0, 1, 2), out_spec=(2, 3, 0, 1)
     )
-    if x.shape[0] <= SMALL_BATCH:
-        x, padding = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), "VALID"
-    else:
-        padding = ((1, 1), (1, 1))
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     dkernel = jax.lax.conv_general_dilated(
-        x, cotangent, (1, 1), padding, dimension_numbers=numbers, precision=precision
+        padded, cotangent, (1, 1), "VALID", dimension_numbers=numbers, precision=precision
     )
     return dx, dkernel.astype(kernel.dtype)
 
 
-_conv3x3_cpu.defvjp(_conv3x3_cpu_forward, _conv3x3_cpu_backward)
+_conv3x3_small_batch.defvjp(_conv3x3_small_batch_forward, _conv3x3_small_batch_backward)
 
 
 def transposed_conv_as_matmul(layer: nnx.ConvTranspose, x: jax.Array) -> jax.Array:
