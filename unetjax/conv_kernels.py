@@ -76,7 +76,8 @@ def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.A
     three = kernel.shape[0] == 3 and padding == "SAME"
     if on_cpu and three and x.ndim == 5:
         return _conv3d_by_depth_taps(x, kernel, precision)
-    small = x.shape[0] <= SMALL_BATCH
+    # A symbolic batch (an exported artifact's) keeps the plain form.
+    small = isinstance(x.shape[0], int) and x.shape[0] <= SMALL_BATCH
     if on_cpu and three and x.ndim == 4 and kernel.shape[1] == 3 and small:
         return _conv3x3_small_batch(x, kernel, precision)
     spatial = "DHW"[-(x.ndim - 2) :]
