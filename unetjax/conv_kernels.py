@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
 
 def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Array:
     """`layer(jnp.concatenate(parts, axis=-1))`, summed over the parts (channels-last).
@@ -101,7 +103,7 @@ def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Arr
             kernel[tap],
             (1, 1),
             "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            dimension_numbers=_NHWC,
             precision=precision,
         )
         y = term if y is None else y + term
@@ -110,7 +112,6 @@ def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Arr
 
 # Largest batch whose 3x3 convolutions `_conv3x3_small_batch` computes on the CPU.
 SMALL_BATCH = 4
-_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
