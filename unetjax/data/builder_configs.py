@@ -102,6 +102,7 @@ def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.Folde
         source_sizes=checked.source_sizes,
         class_names=class_names,
         task_rule=checked.task_rule,
+        exif_oriented=checked.exif_oriented,
     )
 
 

@@ -12,7 +12,9 @@ from unetjax.data import examples, summary, synthetic
 from unetjax.data.folder import Sample
 
 # 2.0.0: images in their source dtype, statistics and split membership in the metadata.
-VERSION = tfds.core.Version("2.0.0")
+# 2.1.0: photos turned upright by their EXIF orientation tag, volumes checked for non-finite
+# voxels (datasets built before were read without them, so they are built anew).
+VERSION = tfds.core.Version("2.1.0")
 
 
 def features(
@@ -43,8 +45,9 @@ def build_metadata(
 ) -> dict:
     """What `prepare` reads back from a built dataset (saved to metadata.json).
 
-    `extra`: class_names, task_rule, mask_threshold, ignore_index, resize, source_sizes and
-    split_stems where the builder knows them; "statistics" is added while examples are written.
+    `extra`: class_names, task_rule, mask_threshold, ignore_index, resize, source_sizes,
+    exif_oriented and split_stems where the builder knows them; "statistics" is added while
+    examples are written.
     """
     return {
         "task": task,
@@ -144,6 +147,7 @@ class FolderConfig(tfds.core.BuilderConfig):
     source_sizes: dict[str, dict] = dataclasses.field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
     task_rule: str | None = None
+    exif_oriented: int = 0
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{split} {len(samples)}" for split, samples in self.splits.items())
@@ -176,6 +180,7 @@ class _FolderBuilder(_LocalBuilder):
                     ignore_index=spec.ignore_index,
                     resize=list(spec.resize) if spec.resize is not None else None,
                     source_sizes=config.source_sizes,
+                    exif_oriented=config.exif_oriented,
                     split_stems={
                         split: [sample.stem for sample in samples]
                         for split, samples in config.splits.items()

@@ -5,12 +5,13 @@ import pathlib
 import nibabel
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, ImageOps
 
 from unetjax.data import normalization
 from unetjax.data.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".nii", ".nii.gz")
+ORIENTATION_TAG = 0x0112  # EXIF Orientation, as `PIL.ImageOps.exif_transpose` reads it
 
 
 def file_stem(path: pathlib.Path) -> str:
@@ -26,8 +27,21 @@ def is_image_file(path: pathlib.Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def exif_orientation(path: pathlib.Path) -> int:
+    """The EXIF orientation tag of a PNG or JPEG file (1, upright, when it has none): cameras
+    store photos as the sensor saw them and name the turn that shows them upright."""
+    if not path.name.lower().endswith((".png", ".jpg", ".jpeg")):
+        return 1
+    try:
+        with Image.open(path) as image:
+            return int(image.getexif().get(ORIENTATION_TAG, 1))
+    except Exception:  # read_array names the file when it cannot be read
+        return 1
+
+
 def read_array(path: pathlib.Path) -> np.ndarray:
-    """The raw pixel array of a file (any supported format), fully decoded."""
+    """The raw pixel array of a file (any supported format), fully decoded; PNG and JPEG
+    files are turned upright by their EXIF orientation tag, as viewers show them."""
     name = path.name.lower()
     try:
         if name.endswith(".npy"):
@@ -36,8 +50,9 @@ def read_array(path: pathlib.Path) -> np.ndarray:
             return tifffile.imread(path)
         if name.endswith((".nii", ".nii.gz")):
             return _read_nifti(path)
-        with Image.open(path) as image:
-            image.load()
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
             if image.mode == "P":
                 # Palette PNGs are label maps: keep the indices, not the colours.
                 return np.asarray(image)

@@ -132,6 +132,7 @@ def build(metadata: dict, *, name: str, data_config, split_sizes: dict[str, int]
         "intensity_max": statistics["intensity_max"],
         "splits": splits,
         "resize": metadata.get("resize"),
+        "exif_oriented": metadata.get("exif_oriented", 0),
         "classes": [
             {"index": index, "name": label, "pixel_fraction": count / pixels}
             for index, (label, count) in enumerate(
@@ -205,6 +206,10 @@ def text(summary: dict) -> str:
         train = summary["splits"]["train"]
         origin = f" (files: {_sizes(train, 'source_size_')})" if "source_size_min" in train else ""
         lines.append(f"  resized     {resize.describe(summary['resize'])}{origin}")
+    if summary.get("exif_oriented"):
+        count = summary["exif_oriented"]
+        files = f"{count} file{'s' * (count > 1)}"
+        lines.append(f"  orientation {files} turned upright by an EXIF orientation tag")
     intensity = ""
     if summary.get("intensity_min") is not None:
         ranges = zip(summary["intensity_min"], summary["intensity_max"], strict=True)

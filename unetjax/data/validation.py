@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unetjax.data import examples, mask_rule, resize, summary
+from unetjax.data import examples, image_io, mask_rule, resize, summary
 from unetjax.data.errors import DataError
 from unetjax.data.folder import Sample
 
@@ -22,6 +22,7 @@ class Summary:
       min_shape: per split, the smallest size per axis as stored (after data.resize).
       source_sizes: per split, `summary.size_stats` of the sizes in the files.
       task_rule: how the task was decided (`mask_rule.Decision.rule`).
+      exif_oriented: how many files (images and masks) an EXIF orientation tag turned upright.
     """
 
     task: str
@@ -31,6 +32,7 @@ class Summary:
     min_shape: dict[str, list[int]]
     source_sizes: dict[str, dict]
     task_rule: str
+    exif_oriented: int = 0
 
 
 def check_patch_fits(min_shape: dict[str, Sequence[int]], patch_size: Sequence[int], name: str):
@@ -57,9 +59,14 @@ def validate(
     dtypes: dict[str, str] = {}
     values_by_file: dict[str, np.ndarray] = {}
     shapes: dict[str, list[list[int]]] = {}
+    oriented = 0
     for split, samples in splits.items():
         for sample in samples:
             image, masks = examples.read_raw(sample, spec)
+            oriented += sum(
+                image_io.exif_orientation(pathlib.Path(path)) != 1
+                for path in (sample.image, *sample.masks)
+            )
             channels.setdefault(image.shape[-1], sample.image)
             dtypes.setdefault(str(image.dtype), sample.image)
             if spec.mask_mode == "single":
@@ -120,4 +127,5 @@ def validate(
         min_shape=min_shape,
         source_sizes={split: summary.size_stats(s) for split, s in shapes.items()},
         task_rule=rule,
+        exif_oriented=oriented,
     )
