@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import pathlib
 from collections.abc import Sequence
 
@@ -29,12 +30,27 @@ class Sample:
 def built_name(root: pathlib.Path, options: dict) -> str:
     """The built dataset's name for the folder `root`: its name and a fingerprint of every file's
     path, size and mtime and of the `options` that change what is written, so a changed folder
-    or option builds anew and an unchanged one is opened as it is."""
-    files = sorted(
-        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file()
-    )
+    or option builds anew and an unchanged one is opened as it is.
+
+    Symbolic links are followed (linked folders are walked, a linked file counts by its
+    target's size and mtime), so a file changed behind a link is noticed too."""
+    files = []
+    seen = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree: walked once
+            dirs.clear()
+            continue
+        seen.add(real)
+        for name in names:
+            path = pathlib.Path(folder, name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # a dangling link: listed, so mending it builds anew
+                files.append((str(path.relative_to(root)), -1, -1))
+                continue
+            files.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns))
+    files.sort()
     digest = hashlib.sha1(json.dumps([str(root), options, files]).encode()).hexdigest()[:12]
     return f"{root.name}_{digest}"
 
