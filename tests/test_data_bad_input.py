@@ -105,3 +105,13 @@ def test_failure_while_writing_leaves_nothing(tmp_path, source, monkeypatch):
     load = examples.load_example
     monkeypatch.setattr(examples, "load_example", flaky_load)
     prepare_fails(tmp_path, source, "changed while preparing")
+
+
+def test_a_float_image_with_nan_or_inf_is_named_before_training(tmp_path, source):
+    for index in range(3):  # float images in [0, 1], as normalize="unit" takes them
+        (source / f"images/{index}.png").unlink()
+        np.save(source / f"images/{index}.npy", np.full((20, 20), 0.5, np.float32))
+    image = np.full((20, 20), 0.5, np.float32)
+    image[3, 4], image[5, 6], image[7, 8] = np.nan, np.inf, -np.inf
+    np.save(source / "images/1.npy", image)
+    prepare_fails(tmp_path, source, r"images/1\.npy: 3 non-finite values \(NaN or inf\) of 400")

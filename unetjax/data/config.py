@@ -1,6 +1,8 @@
 """The `config.data` section: every field a training config may override, and `check`, which
 rejects the combinations that cannot work before any file is read."""
 
+import math
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -118,6 +120,10 @@ def default_config() -> ml_collections.ConfigDict:
     # uniformly among those present, then a voxel of it), so small organs are seen; the rest are
     # placed uniformly. nnU-Net's 0.33.
     config.foreground_prob = 0.33
+    # decathlon: non-finite voxels (NaN, inf) stop preparation, naming the case and channel;
+    # a number here replaces them by it instead (in the file's intensity units, before
+    # normalisation), and the dataset summary counts them.
+    config.nonfinite_fill = placeholder(float)
 
     # Augmentation (train only). `augment` is the master switch; each transform runs on a
     # sample with its probability (0 turns it off).
@@ -182,6 +188,7 @@ def check(data_config: ml_collections.ConfigDict) -> None:
         )
     _check_masks(data_config, local)
     _check_resize(data_config)
+    _check_nonfinite_fill(data_config)
 
 
 def _check_masks(data_config: ml_collections.ConfigDict, local: bool) -> None:
@@ -254,3 +261,16 @@ def _check_resize(data_config: ml_collections.ConfigDict) -> None:
                 f"data.resize={tuple(setting)} can be ({smallest[0]}x{smallest[1]} px or more); "
                 "choose a smaller patch or a larger resize"
             )
+
+
+def _check_nonfinite_fill(data_config: ml_collections.ConfigDict) -> None:
+    fill = data_config.nonfinite_fill
+    if fill is None:
+        return
+    if data_config.name != "decathlon":
+        raise DataError(
+            f"data.nonfinite_fill applies to decathlon volumes, not {data_config.name}; "
+            "replace the non-finite values in the image files"
+        )
+    if not math.isfinite(fill):
+        raise DataError(f"data.nonfinite_fill={fill}; expected a finite number (e.g. 0.0)")

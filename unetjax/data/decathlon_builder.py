@@ -54,6 +54,8 @@ class DecathlonConfig(tfds.core.BuilderConfig):
       splits: split name -> labelled cases.
       normalisation: `intensity.Normalisation.to_dict()`, from the train split.
       summary: the dataset summary (see `summarise`).
+      nonfinite_fill: the value non-finite voxels are replaced by (data.nonfinite_fill);
+        None makes them an error.
     """
 
     splits: dict[str, list[decathlon.Case]] = dataclasses.field(default_factory=dict)
@@ -65,6 +67,7 @@ class DecathlonConfig(tfds.core.BuilderConfig):
     image_order: int = 3
     label_order: int = 1
     seed: int = 0
+    nonfinite_fill: float | None = None
 
     def __repr__(self) -> str:
         counts = {split: len(cases) for split, cases in self.splits.items()}
@@ -99,13 +102,19 @@ def compute_normalisation(
     nonzero_only: bool = False,
     max_values_per_case: int | None = MAX_VALUES_PER_CASE,
     seed: int = 0,
+    nonfinite_fill: float | None = None,
 ) -> intensity.Normalisation:
     """Per-channel schemes from the channel names; `ct` statistics from `cases`' foreground."""
     schemes = tuple(intensity.scheme_for_channel(name) for name in channel_names)
     values: dict[int, list[np.ndarray]] = {c: [] for c, s in enumerate(schemes) if s == "ct"}
     if values:
         for case in cases:
-            image = medical_case.read_case_image(case.images).image
+            image = medical_case.read_case_image(
+                case.images,
+                case_id=case.case_id,
+                channel_names=channel_names,
+                nonfinite_fill=nonfinite_fill,
+            ).image
             labels = nifti_io.read_nifti(pathlib.Path(case.label)).array
             rng = np.random.default_rng(_case_seed(seed, case.case_id))
             for channel, pooled in values.items():
@@ -169,6 +178,7 @@ def make_config(
     nonzero_only: bool = False,
     image_order: int = 3,
     label_order: int = 1,
+    nonfinite_fill: float | None = None,
 ) -> DecathlonConfig:
     """Scans and checks `root`, splits the labelled cases, and computes the target spacing
     (the train split's median, nnU-Net's rule; or the one given) and the ct statistics."""
@@ -199,7 +209,11 @@ def make_config(
     elif len(target_spacing) != 3 or min(target_spacing) <= 0:
         raise DataError(f"target_spacing={tuple(target_spacing)}; expected 3 positive mm values")
     normalisation = compute_normalisation(
-        train, dataset.channel_names, nonzero_only=nonzero_only, seed=seed
+        train,
+        dataset.channel_names,
+        nonzero_only=nonzero_only,
+        seed=seed,
+        nonfinite_fill=nonfinite_fill,
     )
     spacing = tuple(float(s) for s in target_spacing)
     logging.info("decathlon %s: target spacing %s mm", dataset.name, spacing)
@@ -215,6 +229,7 @@ def make_config(
         image_order=image_order,
         label_order=label_order,
         seed=seed,
+        nonfinite_fill=nonfinite_fill,
     )
 
 
@@ -243,6 +258,8 @@ class Decathlon(builders._LocalBuilder):
             normalisation=config.normalisation,
             image_order=config.image_order,
             label_order=config.label_order,
+            nonfinite_fill=config.nonfinite_fill,
+            nonfinite_filled={},
         )
         return tfds.core.DatasetInfo(
             builder=self,
@@ -268,7 +285,14 @@ class Decathlon(builders._LocalBuilder):
         config: DecathlonConfig = self.builder_config
         normalisation = intensity.Normalisation.from_dict(config.normalisation)
         for case in cases:
-            loaded = medical_case.read_case_image(case.images)
+            loaded = medical_case.read_case_image(
+                case.images,
+                case_id=case.case_id,
+                channel_names=config.channel_names,
+                nonfinite_fill=config.nonfinite_fill,
+            )
+            if loaded.filled:  # the metadata is written once every split is generated
+                self.info.metadata["nonfinite_filled"][case.case_id] = loaded.filled
             labels = nifti_io.read_nifti(pathlib.Path(case.label)).array
             image, mask = medical_case.to_training_grid(
                 loaded.image,

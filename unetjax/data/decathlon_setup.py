@@ -23,6 +23,7 @@ OPTIONS = (
     "train_stems",
     "val_stems",
     "test_stems",
+    "nonfinite_fill",
 )
 
 
@@ -59,6 +60,7 @@ def builder_config(
             test_fraction=data_config.test_fraction,
             seed=data_config.dataset_seed,
             case_lists=case_lists(data_config),
+            nonfinite_fill=data_config.nonfinite_fill,
         )
 
     return name, make

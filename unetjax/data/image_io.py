@@ -93,8 +93,15 @@ def storage_dtype(dtype: np.dtype) -> np.dtype:
 
 def read_raw_image(path: pathlib.Path, spatial_dims: int, color_mode: str) -> np.ndarray:
     """An image (*spatial, C) in its storage dtype, values unscaled; color_mode "grayscale"
-    (the channel mean, rounded for integer images) or "rgb" converts."""
+    (the channel mean, rounded for integer images) or "rgb" converts. Non-finite values (in
+    float TIFF, .npy or NIfTI files) are a DataError: they would only show as a NaN loss."""
     image = to_channels_last(read_array(path), spatial_dims, path)
+    if np.issubdtype(image.dtype, np.inexact) and not np.isfinite(image).all():
+        count = int((~np.isfinite(image)).sum())
+        raise DataError(
+            f"{path}: {count} non-finite values (NaN or inf) of {image.size}; expected finite "
+            "intensities: replace them in the file"
+        )
     dtype = storage_dtype(image.dtype)
     if color_mode == "grayscale" and image.shape[-1] != 1:
         gray = image[..., :3].astype(np.float64).mean(axis=-1, keepdims=True)

@@ -23,10 +23,12 @@ class CaseImage:
     Attributes:
       image: float32 (D, H, W, C).
       reference: the first image file, whose affine and header predictions are written with.
+      filled: how many non-finite voxels were replaced by `nonfinite_fill` (0 when none).
     """
 
     image: np.ndarray
     reference: nifti_io.Volume
+    filled: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +46,21 @@ class GridMapping:
     spacing: tuple[float, float, float]
 
 
-def read_case_image(paths: Sequence[str]) -> CaseImage:
-    """One 3D file per channel, or one 4D file with the channels last."""
+def read_case_image(
+    paths: Sequence[str],
+    *,
+    case_id: str = "",
+    channel_names: Sequence[str] = (),
+    nonfinite_fill: float | None = None,
+) -> CaseImage:
+    """One 3D file per channel, or one 4D file with the channels last.
+
+    Non-finite voxels (NaN, inf) would only show later as a NaN loss: they are a DataError
+    naming the case, channel and count, or replaced by `nonfinite_fill` (data.nonfinite_fill)
+    where one is given.
+    """
     volumes = [nifti_io.read_nifti(pathlib.Path(p)) for p in paths]
-    channels = []
+    channels, files = [], []
     for volume in volumes:
         first = volumes[0]
         if volume.array.shape[:3] != first.array.shape[:3]:
@@ -62,7 +75,23 @@ def read_case_image(paths: Sequence[str]) -> CaseImage:
             )
         array = volume.array.astype(np.float32)
         channels.append(array if array.ndim == 4 else array[..., None])
-    return CaseImage(np.concatenate(channels, axis=-1), volumes[0])
+        files += [volume.path] * channels[-1].shape[-1]
+    image = np.concatenate(channels, axis=-1)
+    nonfinite = ~np.isfinite(image)
+    filled = int(nonfinite.sum())
+    if filled and nonfinite_fill is None:
+        channel = int(np.flatnonzero(nonfinite.any(axis=(0, 1, 2)))[0])
+        name = f" ({channel_names[channel]})" if channel < len(channel_names) else ""
+        count = int(nonfinite[..., channel].sum())
+        raise DataError(
+            f"case {case_id or files[channel]}: channel {channel}{name} has {count} non-finite "
+            f"voxels (NaN or inf) of {nonfinite[..., channel].size} in {files[channel]}; "
+            "replace them in the file, or set data.nonfinite_fill to a value to train with "
+            "in their place (e.g. the background intensity)"
+        )
+    if filled:
+        image[nonfinite] = nonfinite_fill
+    return CaseImage(image, volumes[0], filled)
 
 
 def mapping_for(reference: nifti_io.Volume, spacing: Sequence[float]) -> GridMapping:

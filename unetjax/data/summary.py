@@ -133,6 +133,7 @@ def build(metadata: dict, *, name: str, data_config, split_sizes: dict[str, int]
         "splits": splits,
         "resize": metadata.get("resize"),
         "exif_oriented": metadata.get("exif_oriented", 0),
+        "nonfinite_fill": _nonfinite_fill(metadata),
         "classes": [
             {"index": index, "name": label, "pixel_fraction": count / pixels}
             for index, (label, count) in enumerate(
@@ -147,6 +148,14 @@ def build(metadata: dict, *, name: str, data_config, split_sizes: dict[str, int]
             "std": statistics["train_std"],
         },
     }
+
+
+def _nonfinite_fill(metadata: dict) -> dict | None:
+    """{"value", "voxels", "cases": {case id: voxels}} where data.nonfinite_fill was set."""
+    if metadata.get("nonfinite_fill") is None:
+        return None
+    cases = dict(metadata.get("nonfinite_filled") or {})
+    return {"value": metadata["nonfinite_fill"], "voxels": sum(cases.values()), "cases": cases}
 
 
 def catalog_summary(info, data_config, dtype: str) -> dict:
@@ -210,6 +219,12 @@ def text(summary: dict) -> str:
         count = summary["exif_oriented"]
         files = f"{count} file{'s' * (count > 1)}"
         lines.append(f"  orientation {files} turned upright by an EXIF orientation tag")
+    fill = summary.get("nonfinite_fill")
+    if fill is not None:
+        lines.append(
+            f"  non-finite  {fill['voxels']} voxels in {len(fill['cases'])} cases replaced by "
+            f"{fill['value']:g} (data.nonfinite_fill)"
+        )
     intensity = ""
     if summary.get("intensity_min") is not None:
         ranges = zip(summary["intensity_min"], summary["intensity_max"], strict=True)

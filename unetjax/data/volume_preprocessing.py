@@ -37,6 +37,8 @@ class VolumePreprocessing:
       class_names: output classes in label order, background first.
       image_order: spline order images are resampled with (3 cubic, 1 linear).
       label_order: how labels go back to a file's grid (1: one-hot linear + argmax, 0: nearest).
+      nonfinite_fill: what non-finite voxels were replaced by in training (data.nonfinite_fill),
+        so predict replaces them alike; None: they are an error.
     """
 
     target_spacing: tuple[float, float, float]
@@ -45,6 +47,7 @@ class VolumePreprocessing:
     class_names: tuple[str, ...]
     image_order: int = 3
     label_order: int = 1
+    nonfinite_fill: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable."""
@@ -55,6 +58,7 @@ class VolumePreprocessing:
             "class_names": list(self.class_names),
             "image_order": self.image_order,
             "label_order": self.label_order,
+            "nonfinite_fill": self.nonfinite_fill,
         }
 
     @classmethod
@@ -67,6 +71,7 @@ class VolumePreprocessing:
             class_names=tuple(values["class_names"]),
             image_order=int(values.get("image_order", 3)),
             label_order=int(values.get("label_order", 1)),
+            nonfinite_fill=values.get("nonfinite_fill"),
         )
 
 

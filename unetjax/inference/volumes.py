@@ -113,6 +113,11 @@ def predict_file(
     **options,
 ) -> pathlib.Path:
     """Predicts one case and writes `output` with its first file's affine and header."""
-    loaded = medical_case.read_case_image([str(p) for p in case.paths])
+    loaded = medical_case.read_case_image(
+        [str(p) for p in case.paths],
+        case_id=case.case_id,
+        channel_names=preprocessing.channel_names,
+        nonfinite_fill=preprocessing.nonfinite_fill,
+    )
     labels = predict_case(predictor, loaded, preprocessing, **options)
     return nifti_io.write_prediction(output, labels, loaded.reference)
