@@ -5,13 +5,12 @@ import pathlib
 import nibabel
 import numpy as np
 import tifffile
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from unetjax.data import normalization
 from unetjax.data.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".nii", ".nii.gz")
-ORIENTATION_TAG = 0x0112  # EXIF Orientation, as `PIL.ImageOps.exif_transpose` reads it
 
 
 def file_stem(path: pathlib.Path) -> str:
@@ -29,14 +28,12 @@ def is_image_file(path: pathlib.Path) -> bool:
 
 def exif_orientation(path: pathlib.Path) -> int:
     """The EXIF orientation tag of a PNG or JPEG file (1, upright, when it has none): cameras
-    store photos as the sensor saw them and name the turn that shows them upright."""
+    store photos as the sensor saw them and name the turn that shows them upright. For files
+    `read_array` has read (it names those it cannot)."""
     if not path.name.lower().endswith((".png", ".jpg", ".jpeg")):
         return 1
-    try:
-        with Image.open(path) as image:
-            return int(image.getexif().get(ORIENTATION_TAG, 1))
-    except Exception:  # read_array names the file when it cannot be read
-        return 1
+    with Image.open(path) as image:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
 
 
 def read_array(path: pathlib.Path) -> np.ndarray:
