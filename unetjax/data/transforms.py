@@ -220,7 +220,7 @@ class TrainTransform(grain.transforms.RandomMap, _Output):
         return self.finish(image, stats, labels, self.multilabel)
 
 
-EVAL_PASSTHROUGH = ("spacing", "id")
+EVAL_PASSTHROUGH = ("spacing", "id", "original_shape", "original_affine")
 
 
 class EvalTransform(grain.transforms.Map, _Output):
@@ -251,7 +251,8 @@ class EvalTransform(grain.transforms.Map, _Output):
                 instances = crop(instances[..., None], origin, self.patch)[..., 0]
         out = self.finish(image, stats, labels, self.multilabel)
         # What evaluation scores besides the mask: instance labels (object metrics), the voxel
-        # spacing (distances in mm) and the case id (per-case rows).
+        # spacing (distances in mm), the case id (per-case rows) and, for volumes, the file grid
+        # (the report names slices by their index in the file).
         if instances is not None:
             out["instances"] = np.asarray(instances, np.int32)
         for key in EVAL_PASSTHROUGH:
