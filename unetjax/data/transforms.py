@@ -61,6 +61,11 @@ def crop_origin(shape: Sequence[int], patch: Sequence[int], rng: np.random.Gener
     )
 
 
+def centre_crop_origin(shape: Sequence[int], patch: Sequence[int]) -> list[int]:
+    """The corner of the centred patch; negative (zero-padded) where the image is smaller."""
+    return [(s - p) // 2 for s, p in zip(shape, patch, strict=True)]
+
+
 def crop(array: np.ndarray, origin: Sequence[int], patch: Sequence[int]) -> np.ndarray:
     """The patch at `origin` of a (*spatial, C) array, zero-padded outside it."""
     pad = [
@@ -245,7 +250,7 @@ class EvalTransform(grain.transforms.Map, _Output):
         labels = self.stack_labels(element)
         instances = element.get("instances")
         if self.patch is not None:
-            origin = [(s - p) // 2 for s, p in zip(image.shape[:-1], self.patch, strict=True)]
+            origin = centre_crop_origin(image.shape[:-1], self.patch)
             image, labels = crop(image, origin, self.patch), crop(labels, origin, self.patch)
             if instances is not None:
                 instances = crop(instances[..., None], origin, self.patch)[..., 0]

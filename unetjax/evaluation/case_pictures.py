@@ -36,7 +36,7 @@ from matplotlib.patches import Patch
 from nibabel import orientations
 from scipy import ndimage
 
-from unetjax.data import medical_case
+from unetjax.data import medical_case, transforms
 
 FALSE_NEGATIVE = (0x56 / 255, 0xB4 / 255, 0xE9 / 255)  # Okabe-Ito sky blue
 FALSE_POSITIVE = (0xF0 / 255, 0xE4 / 255, 0x42 / 255)  # Okabe-Ito yellow
@@ -45,7 +45,7 @@ FOREGROUND_ALPHA, ERROR_ALPHA = 0.45, 0.85
 OUTLINE = [patheffects.withStroke(linewidth=2.5, foreground="black")]  # white on black
 LABELLED_METRICS = ("dice", "iou", "hd95")
 # Volumes in the training grid are RAS with axes (D, H, W) = (S, A, R).
-VOLUME_VIEWS = (("axial", 0), ("coronal", 1), ("sagittal", 2))
+VOLUME_VIEWS = ("axial", "coronal", "sagittal")
 FILE_AXES = "ijk"
 
 
@@ -138,9 +138,10 @@ def _metrics_text(metrics: Mapping[str, float]) -> str:
     )
 
 
-def _panel(axes, rgb: np.ndarray, title: str, outline: np.ndarray | None = None) -> None:
-    """An image panel; `outline`'s boundary drawn white on black, visible on any background."""
-    axes.imshow(rgb, interpolation="nearest")
+def _panel(axes, rgb, title: str, outline=None, aspect: float = 1.0) -> None:
+    """An image panel; `outline`'s boundary drawn white on black, visible on any background;
+    `aspect`: a pixel's height over its width (anisotropic voxels)."""
+    axes.imshow(rgb, interpolation="nearest", aspect=aspect)
     if outline is not None and outline.any() and not outline.all():
         axes.contour(
             outline.astype(np.float32), levels=[0.5], colors="white", linewidths=1.0
@@ -170,23 +171,21 @@ def render_2d(image, masks, title: str) -> bytes:
     return _png(figure)
 
 
-def _slice_label(view: str, axis: int, index: int, file_voxel) -> str:
-    label = f"{view} slice {index}"
-    if file_voxel is not None:
-        file_axis = _file_axis_of(axis, file_voxel)
-        label += f" (file {file_axis[0]} = {file_axis[1]})"
-    return label
-
-
-def _file_axis_of(axis: int, file_voxel) -> tuple[str, int]:
-    """The file axis (i, j or k) that the training-grid axis runs along, and its index there."""
+def _slice_label(axis: int, index: int, grid: FileGrid | None, file_voxel) -> str:
+    """ "axial slice 12 (file k = 30)" for a Decathlon volume; "axis 0 slice 12" otherwise."""
+    if grid is None:
+        return f"axis {axis} slice {index}"
+    label = f"{VOLUME_VIEWS[axis]} slice {index}"
+    if file_voxel is None:
+        return label + " (padding, outside the file)"
     voxel, axis_map = file_voxel
-    return FILE_AXES[axis_map[axis]], voxel[axis_map[axis]]
+    return label + f" (file {FILE_AXES[axis_map[axis]]} = {voxel[axis_map[axis]]})"
 
 
-def render_3d(image, masks, title: str, mapping: medical_case.GridMapping | None) -> bytes:
+def render_3d(image, masks, title: str, grid: FileGrid | None, spacing=None) -> bytes:
     """Three orthogonal slices through the largest error component (top) and through the
-    largest reference structure (bottom), one legend below."""
+    largest reference structure (bottom), one legend below; voxels drawn at `spacing`."""
+    spacing = (1.0, 1.0, 1.0) if spacing is None else tuple(spacing)
     reference_fg, correct, fp, fn = masks
     errors = [
         (correct, FOREGROUND, FOREGROUND_ALPHA),
@@ -196,40 +195,58 @@ def render_3d(image, masks, title: str, mapping: medical_case.GridMapping | None
     rgb = display_image(image)
     painted = overlay(rgb, errors)
     rows = [("largest error", fp | fn), ("largest structure", reference_fg)]
-    figure, axes = plt.subplots(2, 3, figsize=(10, 7.4))
+    figure, axes = plt.subplots(2, 3, figsize=(10, 7.4), layout="constrained")
     for row, (name, mask) in enumerate(rows):
         point = largest_component_point(mask)
-        file_voxel = _file_voxel(point, mapping)
-        for column, (view, axis) in enumerate(VOLUME_VIEWS):
-            panel = axes[row, column]
+        file_voxel = _file_voxel(point, grid)
+        for axis in range(3):
+            panel = axes[row, axis]
             if point is None:
                 panel.set_axis_off()
                 panel.set_title(f"{name}: none", fontsize=9)
                 continue
             section = np.flip(np.take(painted, point[axis], axis=axis), axis=0)
             outline = np.flip(np.take(reference_fg, point[axis], axis=axis), axis=0)
-            label = _slice_label(view, axis, point[axis], file_voxel)
-            _panel(panel, section, f"{name}: {label}", outline)
+            label = _slice_label(axis, point[axis], grid, file_voxel)
+            rows_axis, columns_axis = (a for a in range(3) if a != axis)
+            aspect = spacing[rows_axis] / spacing[columns_axis]
+            _panel(panel, section, f"{name}\n{label}", outline, aspect)
     figure.suptitle(title, fontsize=10)
-    figure.legend(handles=legend_handles(), loc="lower center", ncol=2, fontsize=8, facecolor="0.7")
-    figure.tight_layout(rect=(0, 0.08, 1, 0.96))
+    figure.legend(
+        handles=legend_handles(), loc="outside lower center", ncol=2, fontsize=8, facecolor="0.7"
+    )
     return _png(figure)
 
 
-def _file_voxel(point, mapping: medical_case.GridMapping | None):
-    """(file voxel (i, j, k), training axis -> file axis) or None without a mapping."""
-    if point is None or mapping is None:
+def _file_voxel(point, grid: FileGrid | None):
+    """(file voxel (i, j, k), training axis -> file axis), or None without one."""
+    voxel = None if point is None or grid is None else grid.file_voxel(point)
+    if voxel is None:
         return None
-    voxel = medical_case.file_index(point, mapping)
-    ras_axes = [int(a) for a, _ in orientations.io_orientation(mapping.original_affine)]
+    ras_axes = [int(a) for a, _ in orientations.io_orientation(grid.mapping.original_affine)]
     # Training axis D, H, W is RAS axis S, A, R (2, 1, 0); the file axis holding that RAS axis.
-    axis_map = {axis: ras_axes.index(2 - axis) for axis in range(3)}
-    return voxel, axis_map
+    return voxel, {axis: ras_axes.index(2 - axis) for axis in range(3)}
 
 
-def grid_mapping(batch: Mapping, index: int, spatial_shape) -> medical_case.GridMapping | None:
-    """The case's mapping back to its file, when the batch has one and the case is scored on
-    the whole training grid (not a centre crop, whose indices would not be the file's)."""
+@dataclasses.dataclass(frozen=True)
+class FileGrid:
+    """Where a scored volume sits in its case's file: the mapping back, and the corner of the
+    centred crop it was scored on in the training grid (zeros for the whole grid)."""
+
+    mapping: medical_case.GridMapping
+    origin: tuple[int, ...]
+
+    def file_voxel(self, point: Sequence[int]) -> tuple[int, int, int] | None:
+        """The file's voxel (i, j, k) at a point of the scored array; None in the padding."""
+        shape = medical_case.training_shape(self.mapping)
+        inside = [p + o for p, o in zip(point, self.origin, strict=True)]
+        if any(not 0 <= p < s for p, s in zip(inside, shape, strict=True)):
+            return None
+        return medical_case.file_index(inside, self.mapping)
+
+
+def file_grid(batch: Mapping, index: int, spatial_shape: Sequence[int]) -> FileGrid | None:
+    """The case's place in its file, when the batch says (Decathlon volumes), else None."""
     if not {"original_shape", "original_affine", "spacing"} <= set(batch):
         return None
     mapping = medical_case.GridMapping(
@@ -237,9 +254,8 @@ def grid_mapping(batch: Mapping, index: int, spatial_shape) -> medical_case.Grid
         np.asarray(batch["original_affine"][index], np.float64),
         tuple(float(s) for s in batch["spacing"][index]),
     )
-    if tuple(medical_case.training_shape(mapping)) != tuple(spatial_shape):
-        return None
-    return mapping
+    origin = transforms.centre_crop_origin(medical_case.training_shape(mapping), spatial_shape)
+    return FileGrid(mapping, tuple(origin))
 
 
 class Collector:
@@ -262,7 +278,8 @@ class Collector:
         *,
         kind: str,
         rows: Sequence[Mapping],
-        mapping: medical_case.GridMapping | None = None,
+        grid: FileGrid | None = None,
+        spacing: Sequence[float] | None = None,
     ) -> None:
         """One scored case: image (*spatial, C), labels as `case_metrics` took them, its rows."""
         if self.keep <= 0:
@@ -280,7 +297,7 @@ class Collector:
         if image.ndim == 3:
             png = render_2d(image, masks, caption)
         else:
-            png = render_3d(image, masks, caption, mapping)
+            png = render_3d(image, masks, caption, grid, spacing)
         picture = Picture(case, depth, mode, value, metrics, png, caption)
         entry = (-rank, next(self._order), picture)
         if len(heap) < self.keep:

@@ -84,10 +84,10 @@ def batch_rows(
         rows += case_rows
         if pictures is not None:
             image = batch["image"][index]
-            mapping = case_pictures.grid_mapping(batch, index, image.shape[:-1])
+            grid = case_pictures.file_grid(batch, index, image.shape[:-1])
             pictures.offer(
                 case, depth, mode, image, prediction, reference,
-                kind=kind, rows=case_rows, mapping=mapping,
+                kind=kind, rows=case_rows, grid=grid, spacing=spacing,
             )  # fmt: skip
     return rows
 
