@@ -42,11 +42,29 @@ def test_the_2d_picture_shows_false_positives_in_yellow_and_misses_in_sky_blue()
     reference[20:, 20:] = True  # a block missed: false negatives
     masks = case_pictures.foreground_and_errors(prediction, reference, "binary")
     png = case_pictures.render_2d(image, masks, "case at L1 fast")
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
     for colour in (case_pictures.FALSE_POSITIVE, case_pictures.FALSE_NEGATIVE):
-        # On a black image the colour is blended at ERROR_ALPHA over zero.
-        expected = np.round(np.asarray(colour) * case_pictures.ERROR_ALPHA * 255)
-        assert (np.abs(pixels - expected).max(axis=1) <= 3).sum() > 100, colour
+        assert _colour_pixels(png, colour) > 100, colour
+
+
+def _colour_pixels(png: bytes, colour) -> int:
+    """Pixels of `colour` blended at ERROR_ALPHA over black (the test images are black)."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+    expected = np.round(np.asarray(colour) * case_pictures.ERROR_ALPHA * 255)
+    return int((np.abs(pixels - expected).max(axis=1) <= 3).sum())
+
+
+def test_voxels_left_out_of_scoring_are_never_drawn_as_errors():
+    image = np.zeros((40, 40, 1), np.float32)
+    prediction = np.zeros((40, 40), bool)
+    prediction[:20, :20] = True
+    ignore = prediction[..., None].copy()  # (H, W, 1), as a binary mask's ignore comes
+    collector = case_pictures.Collector(keep=1)
+    collector.offer(
+        "a", 1, "fast", image, prediction, np.zeros_like(prediction), kind="binary",
+        rows=[{"dice": 0.0}], ignore=ignore,
+    )  # fmt: skip
+    (picture,) = collector.pictures()
+    assert _colour_pixels(picture.png, case_pictures.FALSE_POSITIVE) == 0
 
 
 def test_the_slice_goes_through_the_widest_part_of_the_largest_component():

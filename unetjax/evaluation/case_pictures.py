@@ -51,13 +51,11 @@ FILE_AXES = "ijk"
 
 @dataclasses.dataclass(frozen=True)
 class Picture:
-    """One case at one setting: its anchor in the page, headline metric and PNG."""
+    """One case at one setting, drawn: the PNG and its caption (case, setting, metrics)."""
 
     case: str
     depth: int
     mode: str
-    value: float
-    metrics: dict[str, float]
     png: bytes
     caption: str
 
@@ -280,8 +278,10 @@ class Collector:
         rows: Sequence[Mapping],
         grid: FileGrid | None = None,
         spacing: Sequence[float] | None = None,
+        ignore: np.ndarray | None = None,
     ) -> None:
-        """One scored case: image (*spatial, C), labels as `case_metrics` took them, its rows."""
+        """One scored case: image (*spatial, C), labels as `case_metrics` took them, its rows;
+        `ignore`: voxels left out of scoring, drawn as they are, never as errors."""
         if self.keep <= 0:
             return
         metrics = {
@@ -293,12 +293,17 @@ class Collector:
         if len(heap) >= self.keep and rank >= -heap[0][0]:
             return
         masks = foreground_and_errors(np.asarray(prediction), np.asarray(reference), kind)
+        if ignore is not None:
+            ignore = np.asarray(ignore, bool)
+            if ignore.ndim > masks[0].ndim:  # (*spatial, 1) or per class: ignored in any
+                ignore = ignore.any(axis=-1)
+            masks = tuple(mask & ~ignore for mask in masks)
         caption = f"{case} at L{depth} {mode}: {_metrics_text(metrics)}"
         if image.ndim == 3:
             png = render_2d(image, masks, caption)
         else:
             png = render_3d(image, masks, caption, grid, spacing)
-        picture = Picture(case, depth, mode, value, metrics, png, caption)
+        picture = Picture(case, depth, mode, png, caption)
         entry = (-rank, next(self._order), picture)
         if len(heap) < self.keep:
             heapq.heappush(heap, entry)

@@ -87,7 +87,7 @@ def batch_rows(
             grid = case_pictures.file_grid(batch, index, image.shape[:-1])
             pictures.offer(
                 case, depth, mode, image, prediction, reference,
-                kind=kind, rows=case_rows, grid=grid, spacing=spacing,
+                kind=kind, rows=case_rows, grid=grid, spacing=spacing, ignore=ignore,
             )  # fmt: skip
     return rows
 
