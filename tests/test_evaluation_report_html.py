@@ -21,9 +21,8 @@ import pytest
 from PIL import Image
 
 from tests.test_cli import _run, trained  # noqa: F401  (the tiny trained run, a fixture)
-from unetjax.evaluation import per_case, report_html
+from unetjax.evaluation import case_pictures, per_case, report_html
 
-pytestmark = pytest.mark.slow
 KEEP = 2
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -101,6 +100,23 @@ def _sort_key(value: float) -> tuple:
     return (math.isnan(value), 0.0 if math.isnan(value) else value)
 
 
+def test_case_ids_that_read_alike_get_distinct_anchors_and_undefined_values_sort_last():
+    pictures = [
+        case_pictures.Picture(case, 1, "fast", b"png", case) for case in ("a b", "a_b", "a/b")
+    ]
+    links = report_html.anchors(pictures)
+    assert len(set(links.values())) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", anchor) for anchor in links.values())
+    rows = [
+        {"case": case, "depth": 1, "mode": "fast", "class": "mean", "dice": dice}
+        for case, dice in (("x", math.nan), ("y", 0.9), ("z", 0.1))
+    ]
+    rows.append({"case": "z", "depth": 1, "mode": "fast", "class": "1", "dice": 0.0})
+    table = _parse(report_html.case_table(rows, ["dice"], "mean", {}, "dice"))
+    assert [row[0] for row in table.rows] == ["z", "y", "x"]  # the class mean only
+
+
+@pytest.mark.slow
 def test_the_page_lists_every_case_worst_dice_first_with_the_worst_pictured(evaluated):
     out, rows = evaluated
     page = _parse((out / report_html.FILE).read_text())
@@ -122,6 +138,7 @@ def test_the_page_lists_every_case_worst_dice_first_with_the_worst_pictured(eval
             )
 
 
+@pytest.mark.slow
 def test_every_link_has_its_target_and_every_image_is_an_embedded_png(evaluated):
     out, _ = evaluated
     text = (out / report_html.FILE).read_text()
@@ -161,6 +178,7 @@ def test_the_console_check_sees_an_uncaught_error(tmp_path):
     assert any("notDefined" in line for line in _console(result.stderr)), result.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
 def test_in_chromium_the_page_loads_cleanly_sorts_on_a_click_and_resolves_every_picture(
     evaluated, tmp_path
