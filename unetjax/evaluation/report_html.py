@@ -19,16 +19,17 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from unetjax.evaluation import per_case
 from unetjax.evaluation.case_pictures import Picture
 
 FILE = "report.html"
 
 STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px;
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1500px;
        padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: 3px 5px; text-align: right; white-space: nowrap; }
 td.text, th.text { text-align: left; }
 thead th { background: #f2f2f2; position: sticky; top: 0; }
 table.sortable th { cursor: pointer; user-select: none; }
@@ -38,7 +39,11 @@ dl.context { display: grid; grid-template-columns: max-content auto; gap: 2px 14
 dl.context dt { font-weight: 600; } dl.context dd { margin: 0; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 12px; color: #444; }
-.scroll { max-height: 70vh; overflow: auto; display: inline-block; }
+.scroll { max-height: 70vh; overflow: auto; display: inline-block; max-width: 100%; }
+.ci { font-size: 11px; color: #555; }
+.wide { overflow-x: auto; max-width: 100%; }
+.plots { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.plots figure { margin: 0; flex: 1 1 480px; max-width: 640px; }
 tr:target, figure:target { outline: 3px solid #0072B2; }
 """
 
@@ -132,13 +137,27 @@ def _context(report: Mapping, num_pictures: int) -> str:
         ("threshold", report["threshold"]),
         ("scored", report["scored"]),
         ("latency", report["latency"]),
-        ("class shown", report["headline_class"]),
+        ("class shown", _class_text(report["headline_class"])),
         ("pictures", f"{num_pictures}: the worst cases by Dice per depth and mode"),
     ]
     rows = "".join(
         f"<dt>{html.escape(name)}</dt><dd>{html.escape(str(value))}</dd>" for name, value in items
     )
     return f'<dl class="context">{rows}</dl>'
+
+
+def _class_text(headline: str) -> str:
+    if headline == per_case.MEAN_CLASS:
+        return "the mean over foreground classes (per case, then over cases)"
+    return f"class {headline}"
+
+
+def _summary_cell(cell: str | tuple[str, str]) -> str:
+    """A value, or a mean with its CI in small type below it."""
+    if isinstance(cell, str):
+        return f"<td>{html.escape(cell)}</td>"
+    mean, ci = cell
+    return f'<td>{html.escape(mean)}<br><span class="ci">{html.escape(ci)}</span></td>'
 
 
 def summary_table(report: Mapping) -> str:
@@ -149,22 +168,20 @@ def summary_table(report: Mapping) -> str:
     metrics = list(dict.fromkeys(s["metric"] for s in chosen))
     by_key = {(s["depth"], s["mode"], s["metric"]): s for s in chosen}
     head = ["depth", "mode", "params", "latency (ms)", *metrics, "n"]
-    lines = ["<table><thead><tr>", *(f"<th>{html.escape(h)}</th>" for h in head), "</tr></thead>"]
+    lines = ['<div class="wide"><table><thead><tr>']
+    lines += [*(f"<th>{html.escape(h)}</th>" for h in head), "</tr></thead>"]
     lines.append("<tbody>")
     for result in report["results"]:
         depth, mode = result["depth"], result["mode"]
         cells = [f"L{depth}", mode, f"{result['params']:,}", f"{result['latency_ms']:.2f}"]
         for metric in metrics:
             s = by_key.get((depth, mode, metric))
-            cells.append(
-                "–"
-                if s is None
-                else f"{_number(s['mean'])} [{_number(s['ci_low'])}, {_number(s['ci_high'])}]"
-            )
+            ci = "" if s is None else f"[{_number(s['ci_low'])}, {_number(s['ci_high'])}]"
+            cells.append((_number(s["mean"]) if s else "–", ci))
         n = by_key.get((depth, mode, metrics[0]), {}).get("n", "") if metrics else ""
         cells.append(str(n))
-        lines.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    lines.append("</tbody></table>")
+        lines.append("<tr>" + "".join(_summary_cell(c) for c in cells) + "</tr>")
+    lines.append("</tbody></table></div>")
     return "\n".join(lines)
 
 
@@ -240,9 +257,11 @@ def page(
         summary_table(report),
         "<h2>Pruning trade-off</h2>",
     ]
+    parts.append('<div class="plots">')
     for name, png in figures.items():
         parts.append(_figure(data_uri(png), name, html.escape(name)))
     parts += [
+        "</div>",
         "<h2>Per case</h2>",
         f"<p>Worst {html.escape(metric)} first; click a header to sort by it (again to reverse)."
         " Undefined values (–, e.g. distances when both masks are empty) sort last.</p>",
