@@ -10,8 +10,9 @@ split, picks the best by IoU per depth and mode, and reports the evaluated split
 Writes into <output>: per_case.csv (one row per case x depth x mode x class, every metric:
 Dice, IoU, precision, recall, HD95, ASSD, NSD; object F1 and PQ where the data has instances),
 summary.json (mean, sd, median, n and a 95% bootstrap CI per metric, setting and class),
-evaluation.json, evaluation.md, and figures as PNG and SVG: pruning (Dice against latency, CI
-error bars) and per_case (the distribution per setting).
+evaluation.json, evaluation.md, figures as PNG and SVG: pruning (Dice against latency, CI
+error bars) and per_case (the distribution per setting), and report.html: one self-contained
+page with these, the per-case table (sortable) and pictures of the --report-cases worst cases.
 With --latency-budget-ms (and --sweep), also writes <model>/deploy.json: the most accurate
 setting whose latency (at --image-size, default a validation image's) fits the budget, which
 export and predict then use by default.
@@ -32,7 +33,7 @@ import numpy as np
 
 from unetjax import data, inference, rundir
 from unetjax.cli import common
-from unetjax.evaluation import reports, scoring
+from unetjax.evaluation import case_pictures, reports, scoring
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
 from unetjax.inference import deploy_choice
 
@@ -80,6 +81,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="normalised surface Dice tolerance: mm with voxel spacing, else pixels",
+    )
+    parser.add_argument(
+        "--report-cases",
+        type=int,
+        default=8,
+        help="report.html pictures: the worst cases per depth and mode (0: none)",
     )
     parser.add_argument("--output", default=None, help="default: <model>/eval_<split>")
     common.add_verbose_flag(parser)
@@ -210,6 +217,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         args.tile = max(int(t) for t in data_config.patch_size)
     tile = common.tile_options(args.tile, batch_size=args.batch_size)
     rows, case_rows = [], []
+    pictures = case_pictures.Collector(args.report_cases)
     for depth, mode in wanted:
         predictor = inference.load_predictor(
             args.model, depth=depth, mode=mode, step=args.step, dtype=args.dtype
@@ -224,6 +232,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             threshold=threshold,
             nsd_tolerance=args.nsd_tolerance,
             ignore_index=dataset.info.ignore_index,
+            pictures=pictures,
         )
         counts, first, setting_cases = split_pass(
             predict,
@@ -286,6 +295,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "latency_image_size": list(timing_image.shape[1:-1]),
         "results": rows,
         "case_rows": case_rows,
+        "case_pictures": pictures,
     }
 
 

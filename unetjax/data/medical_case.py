@@ -10,6 +10,7 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
+from nibabel import orientations
 
 from unetjax.data import nifti_io, resample
 from unetjax.data.errors import DataError
@@ -97,6 +98,30 @@ def read_case_image(
 def mapping_for(reference: nifti_io.Volume, spacing: Sequence[float]) -> GridMapping:
     shape = reference.array.shape[:3]
     return GridMapping(tuple(shape), reference.affine, tuple(float(s) for s in spacing))
+
+
+def training_shape(mapping: GridMapping) -> tuple[int, ...]:
+    """The (D, H, W) shape `to_training_grid` gives the case's file."""
+    affine = mapping.original_affine
+    ras = nifti_io.ras_shape(mapping.original_shape, affine)
+    return resample.shape_for_spacing(ras, nifti_io.ras_spacing(affine), mapping.spacing)
+
+
+def file_index(point: Sequence[int], mapping: GridMapping) -> tuple[int, int, int]:
+    """A voxel (D, H, W) of the training grid as the nearest voxel (i, j, k) of the case's file:
+    the resampling and the reorientation of `to_training_grid` undone, so a reader finds the
+    same place in a viewer."""
+    affine = mapping.original_affine
+    ras = np.asarray(nifti_io.ras_shape(mapping.original_shape, affine))
+    scale = ras / np.asarray(training_shape(mapping), float)
+    position = scale * np.asarray(point, float) + 0.5 * scale - 0.5  # as resample's grids
+    index = np.clip(np.floor(position + 0.5), 0, ras - 1).astype(int)[::-1]  # (R, A, S)
+    extent = ras[::-1]
+    voxel = []
+    for ras_axis, flip in orientations.io_orientation(affine):
+        axis = int(ras_axis)
+        voxel.append(int(index[axis] if flip > 0 else extent[axis] - 1 - index[axis]))
+    return tuple(voxel)
 
 
 def to_training_grid(

@@ -61,6 +61,11 @@ def crop_origin(shape: Sequence[int], patch: Sequence[int], rng: np.random.Gener
     )
 
 
+def centre_crop_origin(shape: Sequence[int], patch: Sequence[int]) -> list[int]:
+    """The corner of the centred patch; negative (zero-padded) where the image is smaller."""
+    return [(s - p) // 2 for s, p in zip(shape, patch, strict=True)]
+
+
 def crop(array: np.ndarray, origin: Sequence[int], patch: Sequence[int]) -> np.ndarray:
     """The patch at `origin` of a (*spatial, C) array, zero-padded outside it."""
     pad = [
@@ -220,7 +225,7 @@ class TrainTransform(grain.transforms.RandomMap, _Output):
         return self.finish(image, stats, labels, self.multilabel)
 
 
-EVAL_PASSTHROUGH = ("spacing", "id")
+EVAL_PASSTHROUGH = ("spacing", "id", "original_shape", "original_affine")
 
 
 class EvalTransform(grain.transforms.Map, _Output):
@@ -245,13 +250,14 @@ class EvalTransform(grain.transforms.Map, _Output):
         labels = self.stack_labels(element)
         instances = element.get("instances")
         if self.patch is not None:
-            origin = [(s - p) // 2 for s, p in zip(image.shape[:-1], self.patch, strict=True)]
+            origin = centre_crop_origin(image.shape[:-1], self.patch)
             image, labels = crop(image, origin, self.patch), crop(labels, origin, self.patch)
             if instances is not None:
                 instances = crop(instances[..., None], origin, self.patch)[..., 0]
         out = self.finish(image, stats, labels, self.multilabel)
         # What evaluation scores besides the mask: instance labels (object metrics), the voxel
-        # spacing (distances in mm) and the case id (per-case rows).
+        # spacing (distances in mm), the case id (per-case rows) and, for volumes, the file grid
+        # (the report names slices by their index in the file).
         if instances is not None:
             out["instances"] = np.asarray(instances, np.int32)
         for key in EVAL_PASSTHROUGH:

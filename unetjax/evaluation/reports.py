@@ -1,4 +1,5 @@
-"""What `evaluate` writes: the per-case CSV, the summary JSON, the Markdown table and figures.
+"""What `evaluate` writes: the per-case CSV, the summary JSON, the Markdown table, figures and
+report.html (the page to look at, with pictures of the worst cases).
 
 Every file says what was measured: the split, the checkpoint step, what was scored (full images
 or crops, and the tiling), the device, and how latency was timed.
@@ -10,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from unetjax.evaluation import figures, per_case, tables
+from unetjax.evaluation import figures, per_case, report_html, tables
 
 CSV_FILE, SUMMARY_FILE, REPORT_FILE, TABLE_FILE = (
     "per_case.csv",
@@ -33,6 +34,7 @@ def write(report: dict, output: str) -> list[str]:
     """Writes every report file into `output`; returns their names."""
     os.makedirs(output, exist_ok=True)
     case_rows = report.pop("case_rows")
+    collector = report.pop("case_pictures", None)
     instances = any("pq" in row for row in case_rows)
     columns = per_case.metric_columns(instances)
     rows = per_case.with_class_means(case_rows, columns)
@@ -48,7 +50,14 @@ def write(report: dict, output: str) -> list[str]:
     with open(os.path.join(output, TABLE_FILE), "w") as f:
         f.write(tables.evaluation_table(report))
     written = [CSV_FILE, SUMMARY_FILE, REPORT_FILE, TABLE_FILE]
-    written += _figures(report, rows, output)
+    figure_names = _figures(report, rows, output)
+    written += figure_names
+    pictures = collector.pictures() if collector is not None else []
+    written.append(
+        report_html.write(
+            output, report, rows, columns, figure_names, pictures, metric=HEADLINE_METRIC
+        )
+    )
     return written
 
 

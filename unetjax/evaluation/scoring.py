@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from unetjax.evaluation import per_case
+from unetjax.evaluation import case_pictures, per_case
 from unetjax.evaluation.case_metrics import Kind
 from unetjax.inference.postprocess import postprocess
 
@@ -43,8 +43,10 @@ def batch_rows(
     threshold: float,
     nsd_tolerance: float,
     ignore_index: int | None = None,
+    pictures: case_pictures.Collector | None = None,
 ) -> list[dict]:
-    """Rows of every valid case of a batch (probabilities (B, *spatial, K))."""
+    """Rows of every valid case of a batch (probabilities (B, *spatial, K)); each case is
+    also offered to `pictures`, which keeps the worst for the report."""
     num_classes = probabilities.shape[-1]
     kind = output_kind(output_activation, num_classes)
     spatial_dims = probabilities.ndim - 2
@@ -58,15 +60,18 @@ def batch_rows(
         instances = "instances" in batch and kind == "binary"
         mask = batch["mask"][index]
         ignore = None if ignore_index is None else np.asarray(mask) == ignore_index
-        rows += per_case.case_rows(
-            next(ids),
+        prediction = labels.astype(bool) if kind == "binary" else labels
+        reference = reference_labels(
+            mask if ignore is None else np.where(ignore, 0, mask), kind, spatial_dims
+        )
+        case = next(ids)
+        case_rows = per_case.case_rows(
+            case,
             split,
             depth,
             mode,
-            labels.astype(bool) if kind == "binary" else labels,
-            reference_labels(
-                mask if ignore is None else np.where(ignore, 0, mask), kind, spatial_dims
-            ),
+            prediction,
+            reference,
             kind=kind,
             num_classes=num_classes if kind == "multiclass" else None,
             spacing=None if spacing is None else tuple(float(s) for s in spacing),
@@ -76,6 +81,14 @@ def batch_rows(
             reference_instances=batch["instances"][index] if instances else None,
             ignore=ignore,
         )
+        rows += case_rows
+        if pictures is not None:
+            image = batch["image"][index]
+            grid = case_pictures.file_grid(batch, index, image.shape[:-1])
+            pictures.offer(
+                case, depth, mode, image, prediction, reference,
+                kind=kind, rows=case_rows, grid=grid, spacing=spacing, ignore=ignore,
+            )  # fmt: skip
     return rows
 
 
