@@ -77,14 +77,14 @@ def resolve_config(
     return config
 
 
-def prepare_data(data_config: ml_collections.ConfigDict) -> data.Dataset:
+def prepare_data(data_config: ml_collections.ConfigDict, *, progress: bool = True) -> data.Dataset:
     """Process 0 builds the dataset while the others wait, then they open what it wrote."""
     if jax.process_index() == 0:
-        dataset = data.prepare(data_config)
+        dataset = data.prepare(data_config, progress=progress)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("unetjax: dataset prepared")
     if jax.process_index() != 0:
-        dataset = data.prepare(data_config)
+        dataset = data.prepare(data_config, progress=False)
     return dataset
 
 
@@ -179,9 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         parallel.initialize_distributed(
             train_config.coordinator_address, train_config.num_processes, train_config.process_id
         )
-    dataset = prepare_data(config.data)
+    dataset = prepare_data(config.data, progress=train_config.progress_bar)
     info = dataset.info
-    logger.info("%s", dataset.summary_text())
     config = resolve_config(config, info)
     # Predict, evaluate and export apply the same normalisation, with these statistics.
     config.normalization = dict(dataset.normalization)

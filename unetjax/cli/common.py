@@ -39,6 +39,15 @@ def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars (they show only when stderr is a terminal)",
+    )
+
+
 def verbose_requested(argv: Sequence[str]) -> bool:
     return "--verbose" in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 

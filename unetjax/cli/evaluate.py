@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from unetjax import data, inference, rundir
+from unetjax import data, inference, progress, rundir
 from unetjax.cli import common
 from unetjax.evaluation import reports, scoring
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
@@ -82,6 +82,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="normalised surface Dice tolerance: mm with voxel spacing, else pixels",
     )
     parser.add_argument("--output", default=None, help="default: <model>/eval_<split>")
+    common.add_progress_flag(parser)
     common.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -123,10 +124,27 @@ def split_batches(dataset: data.Dataset, split: str, batch_size: int):
     yield from data.eval_batches(dataset, split, batch_size=batch_size)
 
 
-def split_pass(predict, dataset: data.Dataset, split: str, counts_fn, batch_size: int, score=None):
+def split_pass(
+    predict,
+    dataset: data.Dataset,
+    split: str,
+    counts_fn,
+    batch_size: int,
+    score=None,
+    *,
+    show_progress: bool = False,
+    desc: str | None = None,
+):
     """Counts (N, T, K, 4) over the split's valid images, the first image (for timing), and,
     with `score(probabilities, batch, case_ids)`, the per-case rows it returns."""
     gathered, first, rows, seen = [], None, [], 0
+    bar = progress.bar(
+        total=dataset.info.split_sizes.get(dataset.split_name(split)),
+        unit="image",
+        desc=desc,
+        enabled=show_progress,
+        leave=False,
+    )
     for batch in split_batches(dataset, split, batch_size):
         probabilities = predict(batch["image"])
         counts = np.asarray(counts_fn(probabilities, batch["mask"]))
@@ -134,8 +152,10 @@ def split_pass(predict, dataset: data.Dataset, split: str, counts_fn, batch_size
         if score is not None:
             rows += score(np.asarray(probabilities), batch, scoring.case_ids(batch, split, seen))
         seen += int(batch["valid"].sum())
+        bar.update(int(batch["valid"].sum()))
         if first is None:
             first = batch["image"][:1]
+    bar.close()
     if first is None or not seen:
         raise ValueError(f"split {split!r} has no images")
     return np.concatenate(gathered), first, rows
@@ -191,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not wanted:
         raise ValueError(f"nothing to evaluate: {args.model} serves {settings}")
 
-    dataset = data.prepare(data_config)
+    dataset = data.prepare(data_config, progress=args.progress)
     thresholds = [threshold] + (
         [t for t in SWEEP if t != threshold] if args.sweep and sigmoid else []
     )
@@ -232,6 +252,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             counts_fn,
             args.batch_size,
             lambda p, b, ids, score=score: score(p, b, case_ids=ids),
+            show_progress=args.progress,
+            desc=f"L{depth} {mode}",
         )
         case_rows += setting_cases
         timing_image = deploy_choice.timing_image(args.image_size, first)
@@ -248,7 +270,13 @@ def evaluate(args: argparse.Namespace) -> dict:
             validation = counts
             if args.split != "validation":
                 validation, _, _ = split_pass(
-                    predict, dataset, "validation", counts_fn, args.batch_size
+                    predict,
+                    dataset,
+                    "validation",
+                    counts_fn,
+                    args.batch_size,
+                    show_progress=args.progress,
+                    desc=f"L{depth} {mode} sweep",
                 )
             sweep_iou = [
                 _scores(validation[:, i], output_activation)["iou"] for i in range(len(thresholds))

@@ -221,6 +221,8 @@ def make_config(
 class Decathlon(builders._LocalBuilder):
     """Medical Segmentation Decathlon / nnU-Net format volumes, in RAS at one spacing."""
 
+    EXAMPLE_UNIT = "volume"
+
     def _info(self) -> tfds.core.DatasetInfo:
         config: DecathlonConfig = self.builder_config
         class_names = sorted(config.labels, key=config.labels.get)

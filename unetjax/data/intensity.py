@@ -149,3 +149,20 @@ class Normalisation:
             stats=tuple(ForegroundStats.from_dict(s) if s else None for s in values["stats"]),
             nonzero_only=bool(values["nonzero_only"]),
         )
+
+
+def describe(normalisation: dict, channel_names: Sequence[str] | None = None) -> str:
+    """What `Normalisation.from_dict(normalisation)` does to each channel, in words."""
+    described = Normalisation.from_dict(normalisation)
+    names = list(channel_names or []) or [f"channel {c}" for c in range(len(described.schemes))]
+    parts = []
+    for name, scheme, stats in zip(names, described.schemes, described.stats, strict=True):
+        if scheme == "ct":
+            parts.append(
+                f"{name}: clipped to {stats.percentile_00_5:g}..{stats.percentile_99_5:g} and "
+                f"z-scored with the training foreground's mean {stats.mean:.4g}, sd {stats.std:.4g}"
+            )
+        else:
+            voxels = " (nonzero voxels)" if described.nonzero_only else ""
+            parts.append(f"{name}: z-scored per case{voxels}")
+    return "; ".join(parts)
