@@ -8,7 +8,8 @@ checkpoint (a partial restore), so memory and load time shrink with L.
 
 `path` is a run directory written by train.py or a directory written by `export`: both hold
 `config.json` and `checkpoints/<step>/`; an export holds only the L-subgraph's parameters and
-records what it can serve under `config.export`.
+records what it can serve under `config.export`. A model package (`inference.package`) holds
+`config.json` and its weights in model.safetensors instead of a checkpoint.
 """
 
 from __future__ import annotations
@@ -244,15 +245,20 @@ def load_predictor(
             f"{model_dir} cannot predict at depth {depth} in mode {mode!r}; it can at "
             f"{', '.join(f'L{d} {m}' for d, m in settings)}"
         )
-    directory = rundir.checkpoint_dir(model_dir)
-    step = checkpoint.resolve_step(directory, step)
     full = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
     abstract = nested_unet.pruned_abstract(full, depth, mode)
     graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
     target = {"params": params}
     if jax.tree.leaves(model_state):
         target["model_state"] = model_state
-    restored = checkpoint.restore_subtree(directory, target, step)
+    from unetjax.inference import package  # imports this module
+
+    if package.is_package(model_dir):  # weights in model.safetensors, not a checkpoint
+        restored, step = package.restore(model_dir, target, step)
+    else:
+        directory = rundir.checkpoint_dir(model_dir)
+        step = checkpoint.resolve_step(directory, step)
+        restored = checkpoint.restore_subtree(directory, target, step)
     restored_paths = tuple(
         (key, *(str(part) for part in path))
         for key, tree in restored.items()
