@@ -171,6 +171,22 @@ def test_an_evaluated_run_has_its_ci_and_latency_tables_and_a_model_index(tiny_r
     assert (out / "evaluation" / "test" / "summary.json").is_file()
 
 
+def test_packaging_into_a_folder_in_use_or_a_package_again_is_a_one_line_error(
+    tiny_run, packaged, tmp_path
+):
+    for model, folder, message in [
+        (tiny_run.workdir, packaged, f"{packaged} exists and is not empty; package into a new"),
+        (packaged, tmp_path / "again", f"{packaged} is a model package already"),
+    ]:
+        result = run_command(
+            ["-m", "unetjax.cli.export", "--model", str(model), "--package", str(folder)],
+            tiny_run.env,
+            check_rc=2,
+        )
+        assert result.stderr.startswith(f"export: error: {message}")
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
 def test_a_package_refuses_another_step_naming_the_one_it_holds(packaged):
     with pytest.raises(ValueError, match="model package of step 15 only"):
         inference.load_predictor(packaged, step=10)

@@ -149,7 +149,7 @@ def _package(args: argparse.Namespace) -> int:
     given = [f"--{name}" for name in ("depth", "mode", "output") if getattr(args, name)]
     if given:
         raise common.UsageError(
-            f"{' '.join(given)} do not apply to --package (it holds every depth and mode)"
+            f"{' '.join(given)}: not for --package (a package holds every depth and mode)"
         )
     common.configure_logging()
     manifest = package.write(

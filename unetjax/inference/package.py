@@ -200,6 +200,8 @@ def write(
     run_dir, out_dir = os.fspath(run_dir), os.fspath(out_dir)
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise FileExistsError(f"{out_dir} exists and is not empty; package into a new folder")
+    if is_package(run_dir):
+        raise ValueError(f"{run_dir} is a model package already: share the folder as it is")
     config = rundir.load_config(run_dir)
     step = checkpoint.resolve_step(rundir.checkpoint_dir(run_dir), step)
     bar = progress.bar(
