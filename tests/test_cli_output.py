@@ -32,14 +32,24 @@ def test_a_training_run_summarises_its_data_once_and_never_says_downloading(tiny
     assert "\r" not in tiny_run.stderr  # no progress bar without a terminal
 
 
-def _stderr_on_a_terminal(*args: str) -> str:
-    """What `python -c BAR_SCRIPT ARGS` writes to stderr when stderr is a pseudo-terminal."""
+PREPARE_SCRIPT = """
+import pathlib, sys
+from tests import user_folders
+from unetjax import data
+root = pathlib.Path(sys.argv[2])
+user_folders.write_folder(root / "src", [(32, 32)] * 30)
+data.prepare(user_folders.folder_config(root, root / "src"), progress=sys.argv[1] == "on")
+"""
+
+
+def _stderr_on_a_terminal(*args: str, script: str = BAR_SCRIPT) -> str:
+    """What `python -c SCRIPT ARGS` writes to stderr when stderr is a pseudo-terminal."""
     leader, follower = pty.openpty()
     # An 80-column terminal: a fresh pty reports 0 columns and tqdm would draw an empty bar.
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-c", BAR_SCRIPT, *args], stderr=follower, env=env, cwd=REPO
+        [sys.executable, "-c", script, *args], stderr=follower, env=env, cwd=REPO
     )
     os.close(follower)
     chunks = []
@@ -51,7 +61,7 @@ def _stderr_on_a_terminal(*args: str) -> str:
         if not chunk:
             break
         chunks.append(chunk)
-    assert process.wait(timeout=60) == 0
+    assert process.wait(timeout=300) == 0
     os.close(leader)
     return b"".join(chunks).decode()
 
@@ -76,3 +86,14 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal():
         timeout=60,
     )
     assert result.returncode == 0 and result.stderr == ""
+
+
+def test_preparing_a_folder_shows_its_checks_and_writes_on_a_terminal_unless_told_not_to(
+    tmp_path,
+):
+    drawn = _stderr_on_a_terminal("on", str(tmp_path / "on"), script=PREPARE_SCRIPT)
+    # Each bar knows its total (so it can show an ETA); done, it clears itself.
+    assert "checking files:   0%" in drawn and "0/30" in drawn
+    assert "preparing train:   0%" in drawn and "0/24" in drawn and "image/s" in drawn
+    quiet = _stderr_on_a_terminal("off", str(tmp_path / "off"), script=PREPARE_SCRIPT)
+    assert "checking files" not in quiet and "preparing" not in quiet and "\r" not in quiet

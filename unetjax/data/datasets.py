@@ -243,7 +243,7 @@ def _build_or_load(
     dataset_dir = pathlib.Path(data_dir(data_config)) / builder_class.name
     version_dir = dataset_dir / config_name / str(builders.VERSION)
     if not (version_dir / "dataset_info.json").exists():
-        builder_config = make_config()
+        builder_config = make_config(show_progress=progress)
         with _quiet_tfds():
             builder = builder_class(
                 data_dir=data_dir(data_config), config=builder_config, file_format="array_record"

@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unetjax import progress
 from unetjax.data import (
     builders,
     decathlon,
@@ -99,12 +100,16 @@ def compute_normalisation(
     nonzero_only: bool = False,
     max_values_per_case: int | None = MAX_VALUES_PER_CASE,
     seed: int = 0,
+    show_progress: bool = False,
 ) -> intensity.Normalisation:
-    """Per-channel schemes from the channel names; `ct` statistics from `cases`' foreground."""
+    """Per-channel schemes from the channel names; `ct` statistics from `cases`' foreground
+    (read once per case, with a progress bar on a terminal if asked)."""
     schemes = tuple(intensity.scheme_for_channel(name) for name in channel_names)
     values: dict[int, list[np.ndarray]] = {c: [] for c, s in enumerate(schemes) if s == "ct"}
     if values:
-        for case in cases:
+        for case in progress.bar(
+            cases, unit="volume", desc="ct statistics", enabled=show_progress, leave=False
+        ):
             image = medical_case.read_case_image(case.images).image
             labels = nifti_io.read_nifti(pathlib.Path(case.label)).array
             rng = np.random.default_rng(_case_seed(seed, case.case_id))
@@ -169,6 +174,7 @@ def make_config(
     nonzero_only: bool = False,
     image_order: int = 3,
     label_order: int = 1,
+    show_progress: bool = False,
 ) -> DecathlonConfig:
     """Scans and checks `root`, splits the labelled cases, and computes the target spacing
     (the train split's median, nnU-Net's rule; or the one given) and the ct statistics."""
@@ -199,7 +205,11 @@ def make_config(
     elif len(target_spacing) != 3 or min(target_spacing) <= 0:
         raise DataError(f"target_spacing={tuple(target_spacing)}; expected 3 positive mm values")
     normalisation = compute_normalisation(
-        train, dataset.channel_names, nonzero_only=nonzero_only, seed=seed
+        train,
+        dataset.channel_names,
+        nonzero_only=nonzero_only,
+        seed=seed,
+        show_progress=show_progress,
     )
     spacing = tuple(float(s) for s in target_spacing)
     logging.info("decathlon %s: target spacing %s mm", dataset.name, spacing)

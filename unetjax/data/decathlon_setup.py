@@ -50,7 +50,7 @@ def builder_config(
     options = {key: data_config[key] for key in OPTIONS}
     name = folder.built_name(root, options)
 
-    def make() -> decathlon_builder.DecathlonConfig:
+    def make(show_progress: bool = True) -> decathlon_builder.DecathlonConfig:
         return decathlon_builder.make_config(
             root,
             name=name,
@@ -59,6 +59,7 @@ def builder_config(
             test_fraction=data_config.test_fraction,
             seed=data_config.dataset_seed,
             case_lists=case_lists(data_config),
+            show_progress=show_progress,
         )
 
     return name, make
