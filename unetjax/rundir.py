@@ -60,14 +60,40 @@ def save_json(workdir: str | os.PathLike, name: str, payload) -> None:
     os.replace(path + ".tmp", path)
 
 
-def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+CONFIG_FIX = "restore it (from a copy of the run), or train again in a new run directory"
+
+
+def read_json(path: str | os.PathLike, fix: str):
+    """The JSON value in a run directory's file `path`; a damaged file (truncated, edited by
+    hand) is a RunDirectoryError naming it, where JSON broke and `fix`, the way out."""
+    with open(path) as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RunDirectoryError(
+            f"{os.fspath(path)} is damaged: {error.msg} at line {error.lineno} column "
+            f"{error.colno} (char {error.pos}); {fix}"
+        ) from None
+
+
+def read_config_json(workdir: str | os.PathLike) -> dict:
+    """A run's config.json as saved, checked to be a config (an object with a model section):
+    the one reader of that file for train, predict, evaluate and export."""
     path = os.path.join(os.fspath(workdir), CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{path} not found: expected a run directory written by train.py (or an exported model)"
         )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    saved = read_json(path, CONFIG_FIX)
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise RunDirectoryError(f"{path} is damaged: it holds no 'model' section; {CONFIG_FIX}")
+    return saved
+
+
+def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """A run's config.json as a ConfigDict."""
+    return ml_collections.ConfigDict(read_config_json(workdir))
 
 
 def last_record(workdir: str | os.PathLike, *, split: str) -> dict | None:
@@ -180,11 +206,9 @@ def changed_keys(saved: dict, wanted: dict) -> list[tuple[str, object, object]]:
 def check_resume(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
     """Refuses to resume a run whose saved config differs from `config` beyond RESUMABLE_KEYS,
     naming each changed key (old -> new) and the way out."""
-    path = os.path.join(os.fspath(workdir), CONFIG_FILE)
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(os.fspath(workdir), CONFIG_FILE)):
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = read_config_json(workdir)
     wanted = json.loads(absolute_paths(config).to_json_best_effort())
     changes = changed_keys(saved, wanted)
     if changes:
@@ -220,8 +244,7 @@ def chosen_threshold(
     path = os.path.join(os.fspath(workdir), THRESHOLDS_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        record = json.load(f)
+    record = read_json(path, "delete it, or rerun evaluate --sweep")
     value = record["thresholds"].get(f"L{depth} {mode}")
     if value is None or record["step"] != step:
         return None
