@@ -205,9 +205,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         jit=not varied,
         ignore_index=dataset.info.ignore_index,
     )
-    if varied and not args.tile:
+    if varied and not args.tile and inference.default_tile(config):
         # Whole images of many sizes: tiles of the training patch size, compiled once.
-        args.tile = max(int(t) for t in data_config.patch_size)
+        args.tile = max(inference.default_tile(config))
     tile = common.tile_options(args.tile, batch_size=args.batch_size)
     rows, case_rows = [], []
     for depth, mode in wanted:

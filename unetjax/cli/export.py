@@ -136,10 +136,12 @@ def _default_image_size(model_dir: str, predictor: inference.Predictor) -> list[
     choice = deploy_choice.read(model_dir)
     if choice and choice.get("image_size"):
         return list(choice["image_size"])
-    patch = (predictor.config.get("data", None) or {}).get("patch_size")
+    patch = predictor.default_tile
     if not patch:
-        raise common.UsageError("--format onnx needs --image-size (the run records no patch_size)")
-    return [int(s) for s in patch]
+        raise common.UsageError(
+            "--format onnx needs --image-size (the run records no training patch or import tile)"
+        )
+    return patch
 
 
 def run(argv: Sequence[str] | None = None) -> int:

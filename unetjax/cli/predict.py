@@ -62,8 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tile",
         type=int,
         default=None,
-        help="tile size (default for a run: its training patch size; for an artifact: whole "
-        "images); 0 predicts whole images",
+        help="tile size (default for a run: its training patch size; for an imported model: "
+        "its import --tile, else whole images; for an artifact: whole images); 0 predicts "
+        "whole images",
     )
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap (default: half)")
     parser.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian")
@@ -198,12 +199,10 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
 
 
 def default_tile(model) -> list | None:
-    """A run's training patch size: fixed-shape tiles compile once for images of every size
-    (benchmarks/RESULTS.md: 3.3x the images/s of whole images on 20 sizes from 40 to 300 px).
-    Artifacts predict whole images."""
+    """A run's default tile (`inference.predictor.default_tile`); artifacts predict whole images."""
     if isinstance(model, artifact_runner.ArtifactRunner):
         return None
-    return (model.config.get("data") or {}).get("patch_size")
+    return model.default_tile
 
 
 def training_resize(model) -> list | None:

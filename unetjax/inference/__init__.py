@@ -19,6 +19,7 @@ _LAZY = {
     "MODES": "predictor",
     "Predictor": "predictor",
     "available_settings": "predictor",
+    "default_tile": "predictor",
     "load_predictor": "predictor",
     "export": "export",
 }
@@ -28,6 +29,7 @@ __all__ = [
     "Predictor",
     "TileOptions",
     "available_settings",
+    "default_tile",
     "export",
     "flip_sets",
     "load_predictor",
