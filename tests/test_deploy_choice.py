@@ -2,7 +2,7 @@
 
 import pytest
 
-from unetjax.inference import deploy_choice
+from unetjax.inference.deploy import deploy_choice
 
 
 def test_the_depth_picker_takes_the_most_accurate_setting_within_the_budget(tmp_path):

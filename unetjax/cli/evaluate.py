@@ -34,7 +34,7 @@ from unetjax import data, inference, rundir
 from unetjax.cli import common
 from unetjax.evaluation import reports, scoring
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
-from unetjax.inference import deploy_choice
+from unetjax.inference.deploy import deploy_choice
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 SPLITS = ("train", "validation", "test")

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from unetjax import inference
 from unetjax.cli import common
-from unetjax.inference import artifact, artifact_format, artifact_runner, deploy_choice
+from unetjax.inference.deploy import artifact, artifact_format, artifact_runner, deploy_choice
 
 FORMATS = ("orbax", *artifact_format.FORMATS)
 

@@ -32,7 +32,7 @@ from PIL import Image
 from unetjax import inference, overlays, rundir
 from unetjax.cli import common, predict_volumes
 from unetjax.data import image_io, resize
-from unetjax.inference import artifact_format, artifact_runner, deploy_choice
+from unetjax.inference.deploy import artifact_format, artifact_runner, deploy_choice
 
 FORMATS = ("png", "tiff", "npy")
 
