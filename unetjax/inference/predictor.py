@@ -25,8 +25,7 @@ from flax import nnx
 
 from unetjax import checkpoint, layers, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
-from unetjax.data import normalization
-from unetjax.inference import tiling
+from unetjax.inference import preprocessing, tiling
 from unetjax.inference.postprocess import postprocess as labels_from_probabilities
 from unetjax.inference.tiling import TileOptions
 from unetjax.inference.tta import flip_sets, mean_over_flips
@@ -171,14 +170,15 @@ class Predictor:
             self.predict_batch, image, tile, align=self.align, fixed_shape=bucket
         )
 
+    @property
+    def normalization(self) -> preprocessing.Normalization:
+        """The run's input normalisation, as an exported artifact records it."""
+        return preprocessing.normalization_from_config(self.config)
+
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """A unit-scale image (as `image_io.read_image` gives it) normalised as the run's data
-        were in training (`config.data.normalize`, statistics in `config.normalization`)."""
-        spec = self.config.get("normalization") or {}
-        kind = spec.get("kind") or self.config.get("data", {}).get("normalize", "unit")
-        if kind == "zscore_image":
-            return normalization.standardize(image, kind, normalization.image_statistics(image))
-        return normalization.standardize(image, kind, spec)
+        were in training, by the rule an exported artifact applies inside."""
+        return preprocessing.normalize(np.asarray(image, np.float32)[None], self.normalization)[0]
 
     def check_image(self, image: np.ndarray, name: str = "image") -> None:
         """Raises a ValueError naming `name` when `image` is not (*spatial, in_channels)."""
