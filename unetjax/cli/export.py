@@ -47,8 +47,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threshold",
         type=float,
         default=None,
-        help="sigmoid threshold recorded (and applied by --labels); default: deploy.json's, "
-        "else the run's train.eval_threshold or 0.5",
+        help="sigmoid threshold recorded (and applied by --labels); default: as predict "
+        "--model RUN: deploy.json's, evaluate --sweep's, train.eval_threshold, else 0.5",
     )
     parser.add_argument("--labels", action="store_true", help="also output the hard mask")
     parser.add_argument(
@@ -88,7 +88,15 @@ def main(argv: list[str]) -> int:
             f"{exported.step}, {exported.num_params:,} parameters"
         )
         return common.EXIT_OK
-    threshold = _threshold(args.threshold, setting, predictor.config)
+    threshold, _ = deploy_choice.resolve_threshold(
+        args.model,
+        predictor.config,
+        setting,
+        depth=predictor.depth,
+        mode=predictor.mode,
+        step=predictor.step,
+        given=args.threshold,
+    )
     if args.format == "stablehlo":
         platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
         sidecar = artifact.export_stablehlo(
@@ -121,14 +129,6 @@ def main(argv: list[str]) -> int:
         f"{shape}, threshold {sidecar['output']['threshold']:g}; {check}"
     )
     return common.EXIT_OK
-
-
-def _threshold(given: float | None, setting: deploy_choice.Setting, config) -> float:
-    if given is not None:
-        return given
-    if setting.threshold is not None:
-        return float(setting.threshold)
-    return float((config.get("train", None) or {}).get("eval_threshold", 0.5))
 
 
 def _default_image_size(model_dir: str, predictor: inference.Predictor) -> list[int]:

@@ -29,7 +29,7 @@ import tifffile
 import tqdm
 from PIL import Image
 
-from unetjax import inference, overlays, rundir
+from unetjax import inference, overlays
 from unetjax.cli import common, predict_volumes
 from unetjax.data import image_io, resize
 from unetjax.inference.deploy import artifact_format, artifact_runner, deploy_choice
@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="sigmoid outputs only (default: the artifact's, deploy.json's, the one "
-        "`evaluate --sweep` chose for this setting, else 0.5)",
+        "`evaluate --sweep` chose for this setting, train.eval_threshold, else 0.5)",
     )
     parser.add_argument("--min-size", type=int, default=0, help="drop smaller components")
     parser.add_argument("--format", choices=FORMATS, default="png", help="mask file format")
@@ -180,14 +180,15 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
         args.model, depth=setting.depth, mode=setting.mode, step=args.step, dtype=args.dtype
     )
     print(f"predict: L{predictor.depth} {predictor.mode}: {setting.reason}")
-    threshold, source = args.threshold, "--threshold"
-    if threshold is None and setting.threshold is not None:
-        threshold, source = float(setting.threshold), "deploy.json"
-    if threshold is None:
-        chosen = rundir.chosen_threshold(
-            args.model, predictor.depth, predictor.mode, predictor.step
-        )
-        threshold, source = chosen or (0.5, "the default")
+    threshold, source = deploy_choice.resolve_threshold(
+        args.model,
+        predictor.config,
+        setting,
+        depth=predictor.depth,
+        mode=predictor.mode,
+        step=predictor.step,
+        given=args.threshold,
+    )
     if predictor.output_activation == "sigmoid":
         print(f"predict: threshold {threshold} ({source})")
     color_mode = predictor.config.get("data", {}).get("color_mode", "auto")
