@@ -21,12 +21,8 @@ from test_inference import make_tiny_run, tiny_config
 
 from unetjax import graph as graph_lib
 from unetjax import inference, nested_unet
-from unetjax.inference import (
-    artifact,
-    artifact_format,
-    artifact_runner,
-    preprocessing,
-)
+from unetjax.inference import preprocessing
+from unetjax.inference.deploy import artifact, artifact_format, artifact_runner
 
 pytest.importorskip("jax2onnx", reason="needs the deploy extra (jax2onnx, onnx, onnxruntime)")
 pytest.importorskip("onnxruntime", reason="needs the deploy extra (jax2onnx, onnx, onnxruntime)")
@@ -428,7 +424,7 @@ def test_the_artifact_runner_imports_neither_flax_nor_the_training_stack():
     # The runner behind `predict --model x.onnx` (tiling, TTA, output labels) is ours, but a
     # deployment host should not need Flax, Orbax, optax, grain or TFDS to load it.
     code = (
-        "import sys\nimport unetjax.inference.artifact_runner\n"
+        "import sys\nimport unetjax.inference.deploy.artifact_runner\n"
         "heavy = {'flax', 'orbax', 'optax', 'grain', 'tensorflow_datasets', 'jax'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )

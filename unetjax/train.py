@@ -168,17 +168,28 @@ def evaluate(
     return results, first_batch
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, wait_for_lock: bool = False
+) -> TrainResult:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one; holds
+    the directory's lock (`rundir.run_lock`): another training there is refused or waited for."""
     rundir.check_workdir(workdir)
-    config = rundir.absolute_paths(config)
-    rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
-    encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
     train_config = config.train
     if train_config.distributed:
         parallel.initialize_distributed(
             train_config.coordinator_address, train_config.num_processes, train_config.process_id
         )
+    if jax.process_index() != 0:  # the other processes of one training share its lock
+        return _train_and_evaluate(config, workdir)
+    with rundir.run_lock(workdir, wait=wait_for_lock):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+    config = rundir.absolute_paths(config)
+    rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
+    encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
+    train_config = config.train
     dataset = prepare_data(config.data, progress=train_config.progress_bar)
     info = dataset.info
     config = resolve_config(config, info)

@@ -34,7 +34,7 @@ from unetjax import data, inference, progress, rundir
 from unetjax.cli import common
 from unetjax.evaluation import reports, scoring
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
-from unetjax.inference import deploy_choice
+from unetjax.inference.deploy import deploy_choice
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 SPLITS = ("train", "validation", "test")
@@ -225,9 +225,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         jit=not varied,
         ignore_index=dataset.info.ignore_index,
     )
-    if varied and not args.tile:
+    if varied and not args.tile and inference.default_tile(config):
         # Whole images of many sizes: tiles of the training patch size, compiled once.
-        args.tile = max(int(t) for t in data_config.patch_size)
+        args.tile = max(inference.default_tile(config))
     tile = common.tile_options(args.tile, batch_size=args.batch_size)
     rows, case_rows = [], []
     for depth, mode in wanted:

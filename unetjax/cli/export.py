@@ -33,7 +33,8 @@ from collections.abc import Sequence
 
 from unetjax import inference
 from unetjax.cli import common
-from unetjax.inference import artifact, artifact_format, artifact_runner, deploy_choice, package
+from unetjax.inference import package
+from unetjax.inference.deploy import artifact, artifact_format, artifact_runner, deploy_choice
 
 FORMATS = ("orbax", *artifact_format.FORMATS)
 
@@ -63,8 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threshold",
         type=float,
         default=None,
-        help="sigmoid threshold recorded (and applied by --labels); default: deploy.json's, "
-        "else the run's train.eval_threshold or 0.5",
+        help="sigmoid threshold recorded (and applied by --labels); default: as predict "
+        "--model RUN: deploy.json's, evaluate --sweep's, train.eval_threshold, else 0.5",
     )
     parser.add_argument("--labels", action="store_true", help="also output the hard mask")
     parser.add_argument(
@@ -109,7 +110,15 @@ def main(argv: list[str]) -> int:
             f"{exported.step}, {exported.num_params:,} parameters"
         )
         return common.EXIT_OK
-    threshold = _threshold(args.threshold, setting, predictor.config)
+    threshold, _ = deploy_choice.resolve_threshold(
+        args.model,
+        predictor.config,
+        setting,
+        depth=predictor.depth,
+        mode=predictor.mode,
+        step=predictor.step,
+        given=args.threshold,
+    )
     if args.format == "stablehlo":
         platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
         sidecar = artifact.export_stablehlo(
@@ -170,23 +179,17 @@ def _package(args: argparse.Namespace) -> int:
     return common.EXIT_OK
 
 
-def _threshold(given: float | None, setting: deploy_choice.Setting, config) -> float:
-    if given is not None:
-        return given
-    if setting.threshold is not None:
-        return float(setting.threshold)
-    return float((config.get("train", None) or {}).get("eval_threshold", 0.5))
-
-
 def _default_image_size(model_dir: str, predictor: inference.Predictor) -> list[int]:
     """deploy.json's latency size (what the choice was timed at), else the training patch."""
     choice = deploy_choice.read(model_dir)
     if choice and choice.get("image_size"):
         return list(choice["image_size"])
-    patch = (predictor.config.get("data", None) or {}).get("patch_size")
+    patch = predictor.default_tile
     if not patch:
-        raise common.UsageError("--format onnx needs --image-size (the run records no patch_size)")
-    return [int(s) for s in patch]
+        raise common.UsageError(
+            "--format onnx needs --image-size (the run records no training patch or import tile)"
+        )
+    return patch
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -29,10 +29,10 @@ import tifffile
 import tqdm
 from PIL import Image
 
-from unetjax import inference, overlays, rundir
+from unetjax import inference, overlays
 from unetjax.cli import common, predict_volumes
 from unetjax.data import image_io, resize
-from unetjax.inference import artifact_format, artifact_runner, deploy_choice
+from unetjax.inference.deploy import artifact_format, artifact_runner, deploy_choice
 
 FORMATS = ("png", "tiff", "npy")
 
@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="sigmoid outputs only (default: the artifact's, deploy.json's, the one "
-        "`evaluate --sweep` chose for this setting, else 0.5)",
+        "`evaluate --sweep` chose for this setting, train.eval_threshold, else 0.5)",
     )
     parser.add_argument("--min-size", type=int, default=0, help="drop smaller components")
     parser.add_argument("--format", choices=FORMATS, default="png", help="mask file format")
@@ -62,8 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tile",
         type=int,
         default=None,
-        help="tile size (default for a run: its training patch size; for an artifact: whole "
-        "images); 0 predicts whole images",
+        help="tile size (default for a run: its training patch size; for an imported model: "
+        "its import --tile, else whole images; for an artifact: whole images); 0 predicts "
+        "whole images",
     )
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap (default: half)")
     parser.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian")
@@ -179,14 +180,15 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
         args.model, depth=setting.depth, mode=setting.mode, step=args.step, dtype=args.dtype
     )
     print(f"predict: L{predictor.depth} {predictor.mode}: {setting.reason}")
-    threshold, source = args.threshold, "--threshold"
-    if threshold is None and setting.threshold is not None:
-        threshold, source = float(setting.threshold), "deploy.json"
-    if threshold is None:
-        chosen = rundir.chosen_threshold(
-            args.model, predictor.depth, predictor.mode, predictor.step
-        )
-        threshold, source = chosen or (0.5, "the default")
+    threshold, source = deploy_choice.resolve_threshold(
+        args.model,
+        predictor.config,
+        setting,
+        depth=predictor.depth,
+        mode=predictor.mode,
+        step=predictor.step,
+        given=args.threshold,
+    )
     if predictor.output_activation == "sigmoid":
         print(f"predict: threshold {threshold} ({source})")
     color_mode = predictor.config.get("data", {}).get("color_mode", "auto")
@@ -198,12 +200,10 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
 
 
 def default_tile(model) -> list | None:
-    """A run's training patch size: fixed-shape tiles compile once for images of every size
-    (benchmarks/RESULTS.md: 3.3x the images/s of whole images on 20 sizes from 40 to 300 px).
-    Artifacts predict whole images."""
+    """A run's default tile (`inference.predictor.default_tile`); artifacts predict whole images."""
     if isinstance(model, artifact_runner.ArtifactRunner):
         return None
-    return (model.config.get("data") or {}).get("patch_size")
+    return model.default_tile
 
 
 def training_resize(model) -> list | None:

@@ -34,8 +34,8 @@ from flax import nnx
 
 from unetjax import checkpoint, nested_unet, progress, rundir
 from unetjax.data import volume_preprocessing
-from unetjax.inference import deploy_choice
 from unetjax.inference import predictor as predictor_lib
+from unetjax.inference.deploy import deploy_choice
 
 logger = logging.getLogger(__name__)
 
@@ -272,12 +272,17 @@ def write(
 def _write_artifacts(out_dir: str, setting: deploy_choice.Setting) -> list[str]:
     """The default setting as a StableHLO artifact (and its sidecar), loaded from the package
     itself so it holds exactly the packaged weights."""
-    from unetjax.inference import artifact, artifact_format
+    from unetjax.inference.deploy import artifact, artifact_format
 
     predictor = predictor_lib.load_predictor(out_dir, depth=setting.depth, mode=setting.mode)
-    threshold = setting.threshold
-    if threshold is None:
-        threshold = float((predictor.config.get("train", None) or {}).get("eval_threshold", 0.5))
+    threshold, _ = deploy_choice.resolve_threshold(
+        out_dir,
+        predictor.config,
+        setting,
+        depth=predictor.depth,
+        mode=predictor.mode,
+        step=predictor.step,
+    )
     os.makedirs(os.path.join(out_dir, ARTIFACTS_DIR), exist_ok=True)
     name = os.path.join(ARTIFACTS_DIR, f"model_L{predictor.depth}_{predictor.mode}.stablehlo")
     artifact.export_stablehlo(predictor, os.path.join(out_dir, name), threshold=threshold)

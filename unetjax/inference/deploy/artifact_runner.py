@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from unetjax.inference import artifact_format, preprocessing, tiling
+from unetjax.inference import preprocessing, tiling
+from unetjax.inference.deploy import artifact_format
 from unetjax.inference.postprocess import postprocess as labels_from_probabilities
 from unetjax.inference.tiling import TileOptions
 from unetjax.inference.tta import flip_sets, mean_over_flips
