@@ -109,7 +109,9 @@ def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], 
         aligned = all(s % predictor.align == 0 for s in images.shape[1:-1])
         if tile is None and aligned and len(images) > 1:
             return predictor.predict_batch(images)
-        return np.stack([predictor.predict(image, tile=tile, bucket=True) for image in images])
+        return np.stack(
+            [predictor.predict(image, tile=tile, bucket=True, normalized=True) for image in images]
+        )
 
     return predict
 

@@ -4,7 +4,7 @@
 the foreground (label > 0) voxels of every training case are pooled per channel; the 0.5 and
 99.5 percentiles (numpy's default linear interpolation), the mean and the population sd
 (ddof 0) are all computed on those pooled, unclipped intensities; a volume is then clipped to
-the two percentiles and z-scored with that mean and sd (sd floored at `MIN_STD`, 1e-8). nnU-Net pools a
+the two percentiles and z-scored with that mean and sd (sd floored at `MIN_STD`). nnU-Net pools a
 random sample of exactly 1e8 / num_cases voxels per case, drawn with replacement; we pool all of
 them, or a seeded sample without replacement of `max_values` where a case has more (so on
 small data the statistics are exact, not sampled).

@@ -100,6 +100,44 @@ class Predictor:
     def in_channels(self) -> int:
         return self.spec.in_channels
 
+    @property
+    def spatial_dims(self) -> int:
+        return self.spec.spatial_dims
+
+    @property
+    def _data(self) -> dict:
+        return self.config.get("data") or {}
+
+    @property
+    def color_mode(self) -> str:
+        """How images are read for this model (`data.color_mode`)."""
+        return self._data.get("color_mode") or "auto"
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self._data.get("class_names")
+
+    @property
+    def training_resize(self) -> dict | None:
+        """The `data.resize` the run was trained with (predict resizes images alike)."""
+        return self._data.get("resize")
+
+    @property
+    def takes_volumes(self) -> bool:
+        """Whether the run was trained on NIfTI volumes (predicted with their geometry)."""
+        from unetjax.data import volume_preprocessing
+
+        return self._data.get("name") == volume_preprocessing.DATASET_NAME
+
+    def describe(self) -> str:
+        return (
+            f"{self.model_dir} step {self.step}, depth {self.depth} ({self.mode}), "
+            f"{self.num_params:,} parameters"
+        )
+
+    def check_tile(self, tile: TileOptions | None) -> None:
+        """Any tile size fits a run (it tiles any image)."""
+
     def model(self) -> NestedUNet:
         """The pruned module with the restored state (for export and inspection)."""
         return nnx.merge(self.graphdef, self.state)
@@ -144,20 +182,24 @@ class Predictor:
         tile: TileOptions | None = None,
         tta: bool = False,
         bucket: bool = False,
+        normalized: bool = False,
     ) -> np.ndarray:
         """Probabilities (*spatial, K) of one image or volume (*spatial, C) of any size.
 
-        Without `tile`, the whole image is predicted at once after mirror-padding it to a
-        multiple of 2^D; with it, tile by tile (`unetjax.inference.tiling`). With `tta`, the
-        mean over every mirrored copy of the image, each padded and tiled as it is (so the
-        result mirrors exactly with the input, whatever its size). With `bucket`, a folder of
-        varied sizes compiles a few shapes, not one per size: a whole image is padded to one of
-        a few sizes per octave (`tiling.bucket_size`) instead of the next multiple of 2^D, and
-        with `tile` an image smaller than the tile is padded up to it (fixed-shape tiles).
+        The image is unit-scale, as `image_io.read_image` gives it, and normalised here as in
+        training (`normalize`); `normalized=True` takes one the data pipeline already normalised (a
+        dataset's example, a resampled volume). Without `tile`, the whole image is predicted at once
+        after mirror-padding it to a multiple of 2^D; with it, tile by tile
+        (`unetjax.inference.tiling`). With `tta`, the mean over every mirrored copy of the image,
+        each padded and tiled as it is (so the result mirrors exactly with the input, whatever its
+        size). With `bucket`, a folder of varied sizes compiles a few shapes, not one per size: a
+        whole image is padded to one of a few sizes per octave (`tiling.bucket_size`) instead of the
+        next multiple of 2^D, and with `tile` an image smaller than the tile is padded up to it
+        (fixed-shape tiles).
         """
         image = np.asarray(image, np.float32)
         self.check_image(image)
-        batch = image[None]
+        batch = image[None] if normalized else self.normalize(image)[None]
         predict = lambda x: self._predict_one(x[0], tile, bucket)[None]  # noqa: E731
         flip = lambda x, axes: np.ascontiguousarray(np.flip(x, axes))  # noqa: E731
         return mean_over_flips(predict, batch, self.flips(tta), flip)[0]
