@@ -14,6 +14,7 @@ from flax import nnx
 from tests.conftest import REPO, run_command
 from unetjax import inference
 from unetjax.inference import package
+from unetjax.inference.deploy import artifact_runner
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +132,9 @@ def _summary(depth, mode, metric, mean, low, high):
     }
 
 
-def test_an_evaluated_run_has_its_ci_and_latency_tables_and_a_model_index(tiny_run, tmp_path):
+def test_an_evaluated_run_has_its_tables_a_model_index_and_with_artifacts_a_stablehlo_file(
+    tiny_run, tmp_path
+):
     huggingface_hub = pytest.importorskip("huggingface_hub")
     run = tmp_path / "run"
     shutil.copytree(tiny_run.workdir, run, ignore=shutil.ignore_patterns("tensorboard"))
@@ -154,7 +157,7 @@ def test_an_evaluated_run_has_its_ci_and_latency_tables_and_a_model_index(tiny_r
     report.update(latency_image_size=[32, 32], headline_class="1")
     (evaluation / "evaluation.json").write_text(json.dumps(report))
     out = tmp_path / "pkg"
-    package.write(run, out, license="cc-by-4.0")
+    manifest = package.write(run, out, license="cc-by-4.0", with_artifacts=True)
     card = huggingface_hub.ModelCard.load(out / "README.md")
     fields = card.data.to_dict()
     assert fields["license"] == "cc-by-4.0" and fields["metrics"] == ["dice", "iou"]
@@ -169,6 +172,13 @@ def test_an_evaluated_run_has_its_ci_and_latency_tables_and_a_model_index(tiny_r
     assert "| L2 | fast | 0.7000 [0.6500, 0.7500] | 0.5000 [0.4500, 0.5500] | 4 | 0 |" in card.text
     assert "| L2 | fast | 8,201 | 3.50 |" in card.text and "Not evaluated" not in card.text
     assert (out / "evaluation" / "test" / "summary.json").is_file()
+    # The artifact runs in its own runtime and predicts what the run does at the same setting.
+    stablehlo = "artifacts/model_L2_fast.stablehlo"
+    assert manifest["artifacts"] == [stablehlo, f"{stablehlo}.json"]
+    image = np.random.default_rng(2).random((32, 32, 1), dtype=np.float32)
+    runner = artifact_runner.load_artifact(out / stablehlo)
+    predictor = inference.load_predictor(tiny_run.workdir, depth=2, mode="fast")
+    np.testing.assert_allclose(runner.predict(image), predictor.predict(image), atol=1e-5)
 
 
 def test_packaging_into_a_folder_in_use_or_a_package_again_is_a_one_line_error(
