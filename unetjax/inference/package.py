@@ -162,6 +162,12 @@ def _read_json(path: str) -> dict | None:
         return json.load(f)
 
 
+def _thresholds(run_dir: str, step: int) -> dict[str, float] | None:
+    """`evaluate --sweep`'s thresholds per setting ("L2 fast": 0.45), if swept at this step."""
+    record = _read_json(os.path.join(run_dir, rundir.THRESHOLDS_FILE))
+    return record["thresholds"] if record and record.get("step") == step else None
+
+
 def _copy_evaluations(run_dir: str, out_dir: str, step: int) -> dict[str, dict]:
     """Copies each eval_<split>/ report of this step; returns {split: {"step", "files"}}."""
     copied = {}
@@ -243,9 +249,7 @@ def write(
         if config.get("normalization")
         else None,
         "volume_preprocessing": volume_preprocessing.FILE if preprocessing else None,
-        "thresholds": (_read_json(os.path.join(run_dir, rundir.THRESHOLDS_FILE)) or {}).get(
-            "thresholds"
-        ),
+        "thresholds": _thresholds(run_dir, step),
         "default_setting": {
             "depth": setting.depth,
             "mode": setting.mode,
