@@ -33,7 +33,7 @@ from flax import nnx
 from benchmarks import harness
 from configs import default as default_config
 from unetjax import checkpoint, inference, nested_unet, rundir
-from unetjax.inference import artifact, artifact_runner
+from unetjax.inference.deploy import artifact, artifact_runner
 
 RUNTIMES = ("predictor", "stablehlo", "onnx")
 COLUMNS = (

@@ -109,7 +109,7 @@ def run_unetjax(args: argparse.Namespace) -> dict[str, Any]:
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        probabilities = predictor.predict(image, tile=tile)
+        probabilities = predictor.predict(image, tile=tile, normalized=True)
         times.append(time.perf_counter() - start)
     assert probabilities.shape == (*image.shape[:-1], 2)
     return {"impl": "unetjax", "L": args.depth, "params": predictor.num_params, "times": times}

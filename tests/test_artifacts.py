@@ -21,12 +21,9 @@ from test_inference import make_tiny_run, tiny_config
 
 from unetjax import graph as graph_lib
 from unetjax import inference, nested_unet
-from unetjax.inference import (
-    artifact,
-    artifact_format,
-    artifact_runner,
-    preprocessing,
-)
+from unetjax.inference import model as model_lib
+from unetjax.inference import preprocessing
+from unetjax.inference.deploy import artifact, artifact_format, artifact_runner
 
 pytest.importorskip("jax2onnx", reason="needs the deploy extra (jax2onnx, onnx, onnxruntime)")
 pytest.importorskip("onnxruntime", reason="needs the deploy extra (jax2onnx, onnx, onnxruntime)")
@@ -259,6 +256,25 @@ def test_labels_and_dataset_normalisation_are_inside_the_artifact(exported, tmp_
     np.testing.assert_allclose(runner.predict_batch(images), expected, atol=1e-5)
 
 
+def test_a_run_and_its_artifact_are_both_models_that_normalise_inside_predict(tmp_path):
+    config = tiny_config(2)
+    config.data.normalize = "zscore_dataset"
+    config.normalization = {"kind": "zscore_dataset", "mean": [0.4], "std": [0.2]}
+    make_tiny_run(tmp_path / "run", config)
+    predictor = inference.load_predictor(tmp_path / "run", depth=2)
+    artifact.export_stablehlo(predictor, tmp_path / "model.stablehlo")
+    runner = artifact_runner.load_artifact(tmp_path / "model.stablehlo")
+    image = np.random.default_rng(9).random((32, 40, 1)).astype(np.float32)  # as read: [0, 1]
+    expected = predictor.predict_batch((image[None] - 0.4) / 0.2)[0]  # the numpy formula
+    members = [name for name in vars(model_lib.Model) if not name.startswith("_")]
+    assert {"predict", "default_tile", "training_resize", "color_mode"} <= set(members)
+    for model in (predictor, runner):
+        assert all(hasattr(model, name) for name in members), type(model).__name__
+        np.testing.assert_allclose(model.predict(image, bucket=True), expected, atol=1e-5)
+        assert model.training_resize is None and model.color_mode == "auto"
+    assert (predictor.default_tile, runner.default_tile) == ([32, 32], None)
+
+
 def test_normalisation_follows_the_numpy_formulas_and_reads_the_config():
     images = np.random.default_rng(7).random((2, 6, 5, 3)).astype(np.float32)
     per_image = preprocessing.normalize(images, preprocessing.Normalization("zscore_image"))
@@ -428,7 +444,7 @@ def test_the_artifact_runner_imports_neither_flax_nor_the_training_stack():
     # The runner behind `predict --model x.onnx` (tiling, TTA, output labels) is ours, but a
     # deployment host should not need Flax, Orbax, optax, grain or TFDS to load it.
     code = (
-        "import sys\nimport unetjax.inference.artifact_runner\n"
+        "import sys\nimport unetjax.inference.deploy.artifact_runner\n"
         "heavy = {'flax', 'orbax', 'optax', 'grain', 'tensorflow_datasets', 'jax'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -9,7 +9,8 @@ import tifffile
 
 import unetjax.data as data
 from tests import user_folders
-from unetjax.data import normalization
+from unetjax.data import intensity, normalization
+from unetjax.inference import preprocessing
 
 SIZES = [(40, 44), (36, 52), (48, 40), (44, 36)]
 
@@ -53,6 +54,29 @@ def test_the_same_code_runs_on_jax_arrays_inside_jit(kind):
 def test_a_constant_image_becomes_zeros_not_nan():
     image = np.full((4, 4, 1), 7, np.uint8)
     np.testing.assert_array_equal(normalization.normalize(image, "zscore_image"), 0.0)
+
+
+def test_a_nearly_flat_image_is_divided_by_its_own_sd_in_training_predict_and_artifacts():
+    # One pixel of 5e-6 on zeros: sd 5e-7, between the floors of 1e-8 and 1e-6 that training
+    # and exported artifacts once used; every path must divide by the true sd (float64 numpy).
+    image = np.zeros((10, 10, 1), np.float32)
+    image[3, 4, 0] = 5e-6
+    exact = image.astype(np.float64)
+    expected = (exact - exact.mean()) / exact.std()
+    assert 1e-8 < exact.std() < 1e-6
+    trained = normalization.normalize(image, "zscore_image")
+    served = preprocessing.normalize(image[None], preprocessing.Normalization("zscore_image"))[0]
+    stats = {"mean": [0.0], "std": [float(exact.std())]}
+    dataset = preprocessing.Normalization("zscore_dataset", (0.0,), (float(exact.std()),))
+    np.testing.assert_allclose(trained, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        normalization.standardize(image, "zscore_dataset", stats), exact / exact.std(), rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        preprocessing.normalize(image[None], dataset)[0], exact / exact.std(), rtol=1e-4
+    )
+    assert normalization.MIN_STD == preprocessing.MIN_STD == intensity.MIN_STD
 
 
 def test_uint16_images_stay_uint16_on_disk_and_come_out_as_unit_floats(tmp_path):

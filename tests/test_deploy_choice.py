@@ -1,8 +1,18 @@
 """The depth picker: the most accurate setting within a latency budget, kept in deploy.json."""
 
-import pytest
+import json
+import pathlib
 
-from unetjax.inference import deploy_choice
+import numpy as np
+import pytest
+from PIL import Image
+from test_inference import STEP, make_tiny_run, tiny_config
+
+from unetjax import rundir
+from unetjax.cli import export, predict
+from unetjax.inference.deploy import artifact_format, deploy_choice
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_the_depth_picker_takes_the_most_accurate_setting_within_the_budget(tmp_path):
@@ -43,3 +53,30 @@ def test_the_depth_picker_takes_the_most_accurate_setting_within_the_budget(tmp_
     (tmp_path / "deploy.json").write_text("{")
     with pytest.raises(ValueError, match=r"deploy\.json: not readable JSON"):
         deploy_choice.read(tmp_path)
+
+
+def test_an_exported_artifact_and_predict_on_its_run_apply_the_same_threshold(tmp_path, capsys):
+    # No deploy.json; `evaluate --sweep` chose 0.3 for L2 fast at the checkpoint's step, and
+    # training validated at 0.7: both commands must take the sweep's 0.3.
+    config = tiny_config()
+    config.train.eval_threshold = 0.7
+    run = tmp_path / "run"
+    make_tiny_run(run, config)
+    rundir.save_thresholds(run, STEP, "validation", {(2, "fast"): 0.3})
+    image = np.random.default_rng(3).integers(0, 256, (32, 32), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "cell.png")
+    artifact = tmp_path / "model.stablehlo"
+    exported = ["--model", str(run), "--format", "stablehlo", "--output", str(artifact)]
+    assert export.run(exported) == 0
+    sidecar = json.loads(pathlib.Path(artifact_format.sidecar_path(artifact)).read_text())
+    assert sidecar["output"]["threshold"] == 0.3
+    masks = {}
+    for name, model in (("run", run), ("artifact", artifact)):
+        out = tmp_path / name
+        args = ["--model", str(model), "--output", str(out), "--format", "npy", "--probabilities"]
+        assert predict.run([*args, "--no-progress", str(tmp_path / "cell.png")]) == 0
+        masks[name] = np.load(out / "cell.npy")
+        expected = np.load(out / "cell_probabilities.npy")[..., 0] >= 0.3
+        np.testing.assert_array_equal(masks[name], expected)
+    assert "threshold 0.3 (evaluate --sweep on the validation split" in capsys.readouterr().out
+    np.testing.assert_array_equal(masks["run"], masks["artifact"])

@@ -18,6 +18,7 @@ import optax
 import pytest
 from conftest import import_torch_references
 from flax import nnx
+from PIL import Image
 
 from unetjax import inference, nested_unet, optim
 from unetjax.cli import import_smp
@@ -120,6 +121,43 @@ def test_an_imported_smp_checkpoint_predicts_smps_probabilities_at_two_sizes(
             logits = smp_reference(torch.from_numpy(normalised.transpose(0, 3, 1, 2).copy()))
         expected = torch.sigmoid(logits).numpy().transpose(0, 2, 3, 1)
         np.testing.assert_allclose(predictor.predict_batch(images), expected, atol=1e-4)
+
+
+def test_predict_on_an_imported_smp_run_writes_smps_probabilities_at_two_sizes(
+    torch, smp_reference, tmp_path
+):
+    """The user's path: a .safetensors state dict, `unetjax-import-smp`, then `predict.py
+    --probabilities` on PNG files; an imported run predicts whole images, as smp does."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    path = str(tmp_path / "model.safetensors")
+    safetensors_torch.save_file(smp_reference.state_dict(), path)
+    workdir = str(tmp_path / "run")
+    command = [path, "--encoder", "resnet34", "--normalize", "imagenet", "--workdir", workdir]
+    assert import_smp.main(command) == 0
+    images, rng = tmp_path / "images", np.random.default_rng(2)
+    images.mkdir()
+    pixels = {"square": (256, 256, 3), "wide": (224, 320, 3)}
+    for name, shape in pixels.items():
+        pixels[name] = rng.integers(0, 256, shape, dtype=np.uint8)
+        Image.fromarray(pixels[name]).save(images / f"{name}.png")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    output = ["--output", str(tmp_path / "out"), "--probabilities", "--format", "npy"]
+    completed = subprocess.run(
+        [sys.executable, "predict.py", "--model", workdir, *output, "--no-progress", str(images)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    for name, image in pixels.items():
+        normalised = (image.astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+        with torch.no_grad():
+            logits = smp_reference(torch.from_numpy(normalised.transpose(2, 0, 1)[None].copy()))
+        expected = torch.sigmoid(logits).numpy()[0].transpose(1, 2, 0)
+        written = np.load(tmp_path / "out" / f"{name}_probabilities.npy")
+        np.testing.assert_allclose(written, expected, atol=1e-4, err_msg=name)
 
 
 def test_a_mistyped_smp_key_is_one_line_naming_it(smp_reference, tmp_path):

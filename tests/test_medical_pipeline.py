@@ -183,3 +183,15 @@ def test_a_volume_smaller_than_the_patch_is_padded_with_each_channels_minimum():
         np.tile(image.min(axis=(0, 1, 2)), (outside.sum(), 1)).astype(np.float32),
     )
     assert not patch["mask"][outside].any()
+
+
+def test_the_summary_says_the_volumes_were_normalised_at_preparation_not_unit(dataset):
+    stats = dataset.reader.info.metadata["normalisation"]["stats"][0]
+    lines = dataset.summary_text().splitlines()
+    normalize = [line for line in lines if line.startswith("  normalize")]
+    assert len(normalize) == 1 and "unit" not in normalize[0]
+    assert normalize[0].startswith("  normalize   at preparation: CT: clipped to ")
+    assert f"{stats['percentile_00_5']:g}..{stats['percentile_99_5']:g}" in normalize[0]
+    assert f"mean {stats['mean']:.4g}, sd {stats['std']:.4g}" in normalize[0]
+    assert "T2: z-scored per case" in normalize[0]
+    assert any(line.strip().startswith("in training: none") for line in lines)

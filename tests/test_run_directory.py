@@ -3,6 +3,9 @@ mistake ends as one line on stderr with exit code 2, before any data is prepared
 
 import json
 import os
+import pathlib
+import signal
+import socket
 import subprocess
 import sys
 
@@ -115,3 +118,85 @@ def test_a_mistyped_key_is_one_line_naming_it(tmp_path):
     completed = train(tmp_path / "run", tmp_path / "tfds", "--config.train.batch_sz=4")
     assert_one_line_error(completed, "batch_sz")
     assert "\\n" not in completed.stderr
+
+
+HOLD_LOCK = """
+import sys, time
+from unetjax import rundir
+with rundir.run_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def lock_holder(tmp_path):
+    """A live process holding the lock of a run directory (ended by SIGTERM at teardown)."""
+    workdir = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(workdir)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    yield workdir, holder
+    holder.kill()
+    holder.wait()
+
+
+def test_a_second_training_in_a_busy_directory_is_refused_naming_the_other(lock_holder, tmp_path):
+    workdir, holder = lock_holder
+    completed = train(workdir, tmp_path / "tfds")
+    assert_one_line_error(
+        completed, str(workdir), f"pid {holder.pid} on {socket.gethostname()}", "--wait_for_lock"
+    )
+    assert not (tmp_path / "tfds").exists()  # refused before any data was prepared
+    assert holder.poll() is None and (workdir / rundir.LOCK_FILE).exists()
+
+
+def test_sigterm_to_the_lock_holder_removes_the_lock_file(lock_holder):
+    workdir, holder = lock_holder
+    holder.send_signal(signal.SIGTERM)
+    assert holder.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not (workdir / rundir.LOCK_FILE).exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_and_removed_at_the_end(finished_run):
+    workdir, data_dir = finished_run
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = {"pid": dead.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00"}
+    (workdir / rundir.LOCK_FILE).write_text(json.dumps(stale))
+    completed = train(workdir, data_dir, "--config.train.num_steps=4")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"took over a stale lock (pid {dead.pid} on {socket.gethostname()}" in completed.stdout
+    assert "is complete" in completed.stdout
+    assert not (workdir / rundir.LOCK_FILE).exists()
+
+
+def test_the_lock_is_removed_after_an_error_and_records_pid_and_host(tmp_path):
+    workdir = tmp_path / "run"
+    with pytest.raises(RuntimeError), rundir.run_lock(workdir) as path:
+        record = json.loads(pathlib.Path(path).read_text())
+        assert (record["pid"], record["host"]) == (os.getpid(), socket.gethostname())
+        raise RuntimeError("a failed run")
+    assert not workdir.exists()  # created for the run, left empty: removed
+
+
+def test_waiting_for_the_lock_takes_it_when_the_holder_ends(tmp_path):
+    workdir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK.replace("120", "3"), str(workdir)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(rundir.RunDirectoryBusyError), rundir.run_lock(workdir):
+        pass
+    with rundir.run_lock(workdir, wait=True):
+        assert holder.poll() == 0  # it ended, then the lock was ours
+    holder.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 
@@ -13,7 +12,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from unetjax import overlays, rundir
+from unetjax import overlays, progress, rundir
 from unetjax.evaluation import names
 
 logger = logging.getLogger(__name__)
@@ -62,10 +61,8 @@ class ProgressReporter:
         self.last_step, self.last_time = start, time.perf_counter()
         self.images_per_second = 0.0
         self._bar = None
-        if bar and sys.stderr.isatty() and jax.process_index() == 0:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+        if progress.shown(bar) and jax.process_index() == 0:
+            self._bar = progress.bar(total=total, initial=start, unit="step")
 
     def update(self, step: int) -> None:
         if self._bar is not None:

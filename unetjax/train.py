@@ -77,14 +77,14 @@ def resolve_config(
     return config
 
 
-def prepare_data(data_config: ml_collections.ConfigDict) -> data.Dataset:
+def prepare_data(data_config: ml_collections.ConfigDict, *, progress: bool = True) -> data.Dataset:
     """Process 0 builds the dataset while the others wait, then they open what it wrote."""
     if jax.process_index() == 0:
-        dataset = data.prepare(data_config)
+        dataset = data.prepare(data_config, progress=progress)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("unetjax: dataset prepared")
     if jax.process_index() != 0:
-        dataset = data.prepare(data_config)
+        dataset = data.prepare(data_config, progress=False)
     return dataset
 
 
@@ -168,20 +168,30 @@ def evaluate(
     return results, first_batch
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, wait_for_lock: bool = False
+) -> TrainResult:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one; holds
+    the directory's lock (`rundir.run_lock`): another training there is refused or waited for."""
     rundir.check_workdir(workdir)
-    config = rundir.absolute_paths(config)
-    rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
-    encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
     train_config = config.train
     if train_config.distributed:
         parallel.initialize_distributed(
             train_config.coordinator_address, train_config.num_processes, train_config.process_id
         )
-    dataset = prepare_data(config.data)
+    if jax.process_index() != 0:  # the other processes of one training share its lock
+        return _train_and_evaluate(config, workdir)
+    with rundir.run_lock(workdir, wait=wait_for_lock):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+    config = rundir.absolute_paths(config)
+    rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
+    encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
+    train_config = config.train
+    dataset = prepare_data(config.data, progress=train_config.progress_bar)
     info = dataset.info
-    logger.info("%s", dataset.summary_text())
     config = resolve_config(config, info)
     # Predict, evaluate and export apply the same normalisation, with these statistics.
     config.normalization = dict(dataset.normalization)

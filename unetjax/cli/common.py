@@ -17,10 +17,14 @@ import argparse
 import logging
 import os
 import sys
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+import tqdm
 
 from unetjax.inference import TileOptions
+from unetjax.inference.from_files import FileResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 VERBOSE_ENV = "UNETJAX_VERBOSE"
@@ -36,6 +40,15 @@ class UsageError(ValueError):
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose", action="store_true", help=f"tracebacks for errors (or {VERBOSE_ENV}=1)"
+    )
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars (they show only when stderr is a terminal)",
     )
 
 
@@ -88,3 +101,42 @@ def tile_options(
     return TileOptions(
         tile=tile_value, overlap=overlap, blend=blend, batch_size=batch_size, border=border
     )
+
+
+def report_results(
+    prog: str,
+    results: Iterable[FileResult],
+    *,
+    total: int,
+    failures: list[tuple[str, str]],
+    unit: str,
+    written: str,
+    output: os.PathLike,
+    progress: bool = True,
+) -> int:
+    """Runs the per-file loop under a progress bar, printing each failure as it comes, each note
+    once, and a summary; the exit status: 1 when any input (or an earlier one in `failures`)
+    failed or nothing was written."""
+    count, notes = 0, set()
+    start = time.perf_counter()
+    bar = tqdm.tqdm(results, total=total, unit=unit, disable=not progress, file=sys.stderr)
+    for result in bar:
+        if result.error is not None:
+            failures.append((result.source, result.error))
+            bar.write(f"failed: {result.error}", file=sys.stderr)
+            continue
+        count += 1
+        if result.note and result.note not in notes:
+            notes.add(result.note)
+            bar.write(f"{prog}: {result.note}", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    print(f"{prog}: wrote {count} {written} to {output} in {seconds:.1f} s")
+    if failures:
+        print(f"{prog}: {len(failures)} inputs failed:", file=sys.stderr)
+        for item, message in failures:
+            print(
+                f"  {message if message.startswith(item) else f'{item}: {message}'}",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED
+    return EXIT_OK if count else EXIT_FAILED

@@ -31,11 +31,11 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from unetjax import data, inference, rundir
+from unetjax import data, inference, progress, rundir
 from unetjax.cli import common
 from unetjax.evaluation import case_pictures, reports, scoring
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
-from unetjax.inference import deploy_choice
+from unetjax.inference.deploy import deploy_choice
 
 SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 SPLITS = ("train", "validation", "test")
@@ -89,6 +89,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="report.html pictures: the worst cases per depth and mode (0: none)",
     )
     parser.add_argument("--output", default=None, help="default: <model>/eval_<split>")
+    common.add_progress_flag(parser)
     common.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -115,7 +116,9 @@ def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], 
         aligned = all(s % predictor.align == 0 for s in images.shape[1:-1])
         if tile is None and aligned and len(images) > 1:
             return predictor.predict_batch(images)
-        return np.stack([predictor.predict(image, tile=tile, bucket=True) for image in images])
+        return np.stack(
+            [predictor.predict(image, tile=tile, bucket=True, normalized=True) for image in images]
+        )
 
     return predict
 
@@ -130,10 +133,27 @@ def split_batches(dataset: data.Dataset, split: str, batch_size: int):
     yield from data.eval_batches(dataset, split, batch_size=batch_size)
 
 
-def split_pass(predict, dataset: data.Dataset, split: str, counts_fn, batch_size: int, score=None):
+def split_pass(
+    predict,
+    dataset: data.Dataset,
+    split: str,
+    counts_fn,
+    batch_size: int,
+    score=None,
+    *,
+    show_progress: bool = False,
+    desc: str | None = None,
+):
     """Counts (N, T, K, 4) over the split's valid images, the first image (for timing), and,
     with `score(probabilities, batch, case_ids)`, the per-case rows it returns."""
     gathered, first, rows, seen = [], None, [], 0
+    bar = progress.bar(
+        total=dataset.info.split_sizes.get(dataset.split_name(split)),
+        unit="image",
+        desc=desc,
+        enabled=show_progress,
+        leave=False,
+    )
     for batch in split_batches(dataset, split, batch_size):
         probabilities = predict(batch["image"])
         counts = np.asarray(counts_fn(probabilities, batch["mask"]))
@@ -141,8 +161,10 @@ def split_pass(predict, dataset: data.Dataset, split: str, counts_fn, batch_size
         if score is not None:
             rows += score(np.asarray(probabilities), batch, scoring.case_ids(batch, split, seen))
         seen += int(batch["valid"].sum())
+        bar.update(int(batch["valid"].sum()))
         if first is None:
             first = batch["image"][:1]
+    bar.close()
     if first is None or not seen:
         raise ValueError(f"split {split!r} has no images")
     return np.concatenate(gathered), first, rows
@@ -198,7 +220,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not wanted:
         raise ValueError(f"nothing to evaluate: {args.model} serves {settings}")
 
-    dataset = data.prepare(data_config)
+    dataset = data.prepare(data_config, progress=args.progress)
     thresholds = [threshold] + (
         [t for t in SWEEP if t != threshold] if args.sweep and sigmoid else []
     )
@@ -212,9 +234,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         jit=not varied,
         ignore_index=dataset.info.ignore_index,
     )
-    if varied and not args.tile:
+    if varied and not args.tile and inference.default_tile(config):
         # Whole images of many sizes: tiles of the training patch size, compiled once.
-        args.tile = max(int(t) for t in data_config.patch_size)
+        args.tile = max(inference.default_tile(config))
     tile = common.tile_options(args.tile, batch_size=args.batch_size)
     rows, case_rows = [], []
     pictures = case_pictures.Collector(args.report_cases)
@@ -241,6 +263,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             counts_fn,
             args.batch_size,
             lambda p, b, ids, score=score: score(p, b, case_ids=ids),
+            show_progress=args.progress,
+            desc=f"L{depth} {mode}",
         )
         case_rows += setting_cases
         timing_image = deploy_choice.timing_image(args.image_size, first)
@@ -257,7 +281,13 @@ def evaluate(args: argparse.Namespace) -> dict:
             validation = counts
             if args.split != "validation":
                 validation, _, _ = split_pass(
-                    predict, dataset, "validation", counts_fn, args.batch_size
+                    predict,
+                    dataset,
+                    "validation",
+                    counts_fn,
+                    args.batch_size,
+                    show_progress=args.progress,
+                    desc=f"L{depth} {mode} sweep",
                 )
             sweep_iou = [
                 _scores(validation[:, i], output_activation)["iou"] for i in range(len(thresholds))

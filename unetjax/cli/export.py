@@ -15,6 +15,13 @@ StableHLO takes any batch and spatial sizes that are multiples of 2^D; ONNX any 
 
 Without --depth and --mode, the setting in the run's deploy.json (written by
 `evaluate --sweep --latency-budget-ms`) is used when present, else the deepest, fast.
+
+    python -m unetjax.cli.export --model runs/cells --package cells_model [--with-artifacts]
+
+--package: a model package to share (`unetjax.inference.package`): the whole model's weights as
+safetensors, config, preprocessing, thresholds, class and channel names, the run's evaluation,
+a README.md model card; it loads with `unetjax.load_pretrained(DIR)` (or from a Hugging Face
+Hub repository it was uploaded to) and `predict.py --model DIR`.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from collections.abc import Sequence
 
 from unetjax import inference
 from unetjax.cli import common
-from unetjax.inference import artifact, artifact_format, artifact_runner, deploy_choice
+from unetjax.inference import package
+from unetjax.inference.deploy import artifact, artifact_format, artifact_runner, deploy_choice
 
 FORMATS = ("orbax", *artifact_format.FORMATS)
 
@@ -41,14 +49,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     parser.add_argument("--format", choices=FORMATS, default="orbax")
     parser.add_argument(
-        "--output", required=True, help="new directory (orbax) or file (.stablehlo, .onnx)"
+        "--output", default=None, help="new directory (orbax) or file (.stablehlo, .onnx)"
+    )
+    parser.add_argument("--package", default=None, help="write a model package to this folder")
+    parser.add_argument(
+        "--with-artifacts",
+        action="store_true",
+        help="--package: add the default setting as a StableHLO artifact",
+    )
+    parser.add_argument(
+        "--license", default="other", help="--package: the weights' licence id for the card"
     )
     parser.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="sigmoid threshold recorded (and applied by --labels); default: deploy.json's, "
-        "else the run's train.eval_threshold or 0.5",
+        help="sigmoid threshold recorded (and applied by --labels); default: as predict "
+        "--model RUN: deploy.json's, evaluate --sweep's, train.eval_threshold, else 0.5",
     )
     parser.add_argument("--labels", action="store_true", help="also output the hard mask")
     parser.add_argument(
@@ -60,12 +77,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="stablehlo: comma-separated platforms to lower for (cpu, cuda, rocm, tpu)",
     )
     parser.add_argument("--opset", type=int, default=artifact.ONNX_OPSET, help="onnx opset")
+    common.add_progress_flag(parser)
     common.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.package:
+        return _package(args)
+    if args.output is None:
+        raise common.UsageError("--output (or --package DIR) is required")
     if args.format != "orbax" and artifact_format.artifact_format(args.output) != args.format:
         raise common.UsageError(
             f"--format {args.format} writes a file: --output NAME.{args.format}"
@@ -88,7 +110,15 @@ def main(argv: list[str]) -> int:
             f"{exported.step}, {exported.num_params:,} parameters"
         )
         return common.EXIT_OK
-    threshold = _threshold(args.threshold, setting, predictor.config)
+    threshold, _ = deploy_choice.resolve_threshold(
+        args.model,
+        predictor.config,
+        setting,
+        depth=predictor.depth,
+        mode=predictor.mode,
+        step=predictor.step,
+        given=args.threshold,
+    )
     if args.format == "stablehlo":
         platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
         sidecar = artifact.export_stablehlo(
@@ -123,12 +153,30 @@ def main(argv: list[str]) -> int:
     return common.EXIT_OK
 
 
-def _threshold(given: float | None, setting: deploy_choice.Setting, config) -> float:
-    if given is not None:
-        return given
-    if setting.threshold is not None:
-        return float(setting.threshold)
-    return float((config.get("train", None) or {}).get("eval_threshold", 0.5))
+def _package(args: argparse.Namespace) -> int:
+    """--package: the whole run (every depth and mode) as one folder to share."""
+    given = [f"--{name}" for name in ("depth", "mode", "output") if getattr(args, name)]
+    if given:
+        raise common.UsageError(
+            f"{' '.join(given)}: not for --package (a package holds every depth and mode)"
+        )
+    common.configure_logging()
+    manifest = package.write(
+        args.model,
+        args.package,
+        step=args.step,
+        with_artifacts=args.with_artifacts,
+        license=args.license,
+        show_progress=args.progress,
+    )
+    evaluated = ", ".join(manifest["evaluations"]) or "none (no evaluate output)"
+    print(
+        f"export: wrote package {args.package}: step {manifest['step']}, "
+        f"{manifest['weights']['tensors']} tensors, evaluation: {evaluated}, "
+        f"artifacts: {', '.join(manifest['artifacts']) or 'none'}; load it with "
+        f"unetjax.load_pretrained({args.package!r})"
+    )
+    return common.EXIT_OK
 
 
 def _default_image_size(model_dir: str, predictor: inference.Predictor) -> list[int]:
@@ -136,10 +184,12 @@ def _default_image_size(model_dir: str, predictor: inference.Predictor) -> list[
     choice = deploy_choice.read(model_dir)
     if choice and choice.get("image_size"):
         return list(choice["image_size"])
-    patch = (predictor.config.get("data", None) or {}).get("patch_size")
+    patch = predictor.default_tile
     if not patch:
-        raise common.UsageError("--format onnx needs --image-size (the run records no patch_size)")
-    return [int(s) for s in patch]
+        raise common.UsageError(
+            "--format onnx needs --image-size (the run records no training patch or import tile)"
+        )
+    return patch
 
 
 def run(argv: Sequence[str] | None = None) -> int:

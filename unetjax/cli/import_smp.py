@@ -1,13 +1,16 @@
 """Import a trained segmentation_models_pytorch UnetPlusPlus as a unetjax run directory.
 
     python -m unetjax.cli.import_smp model.pth --encoder resnet34 --classes 1 \
-        --normalize imagenet --workdir runs/smp_polyps
+        --normalize imagenet --workdir runs/smp_polyps [--tile 256]
 
 `model.pth` (or `.safetensors`) is the `state_dict` of
 `smp.UnetPlusPlus(encoder, classes=..., in_channels=...)` with smp's default decoder. The run
 directory (config.json and an Orbax checkpoint at step 0) works wherever a training run does:
 predict, evaluate, export; and `--config.model.init_from=runs/smp_polyps` starts a new training
 run from it, e.g. with deep supervision added (the new heads start from scratch).
+
+The imported model never trained on patches, so predict runs it on whole images, as smp does
+(its probabilities are smp's); `--tile N` records a tile size for predict to use instead.
 """
 
 from __future__ import annotations
@@ -29,9 +32,16 @@ NORMALIZE = ("imagenet", "none")
 
 
 def import_config(
-    *, encoder: str, classes: int, in_channels: int, normalize: str, source: str
+    *,
+    encoder: str,
+    classes: int,
+    in_channels: int,
+    normalize: str,
+    source: str,
+    tile: int | None = None,
 ) -> ml_collections.ConfigDict:
-    """The run config of an imported smp UnetPlusPlus: smp's decoder settings, one head."""
+    """The run config of an imported smp UnetPlusPlus: smp's decoder settings, one head; and
+    where it came from, with the tile predict uses (None: whole images)."""
     mean, std = encoder_unet.NORMALIZATIONS.get(normalize, (None, None))
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -60,12 +70,23 @@ def import_config(
         freeze_encoder_bn=False,
     )
     config.data = data.default_config()
-    config.imported_from = dict(library="segmentation_models_pytorch", state_dict=source)
+    config.imported_from = dict(
+        library="segmentation_models_pytorch",
+        state_dict=source,
+        tile=[tile, tile] if tile else None,
+    )
     return config
 
 
 def import_smp(
-    path: str, workdir: str, *, encoder: str, classes: int, in_channels: int, normalize: str
+    path: str,
+    workdir: str,
+    *,
+    encoder: str,
+    classes: int,
+    in_channels: int,
+    normalize: str,
+    tile: int | None = None,
 ) -> nested_unet.NestedUNet:
     """Converts smp's state_dict at `path` and writes a run directory at `workdir`."""
     if encoder not in smp.SMP_ENCODERS:
@@ -78,6 +99,7 @@ def import_smp(
         in_channels=in_channels,
         normalize=normalize,
         source=os.path.abspath(path),
+        tile=tile,
     )
     model = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
     smp.load_smp_state_dict(model, read_state_dict(path), source=path)
@@ -105,6 +127,12 @@ def main(argv: list[str]) -> int:
         default="imagenet",
         help="the input normalisation the smp model was trained with (applied in the model)",
     )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="tile size predict uses for this model (default: whole images, as smp predicts)",
+    )
     parser.add_argument("--workdir", required=True, help="new run directory")
     common.add_verbose_flag(parser)
     args = parser.parse_args(argv)
@@ -116,6 +144,7 @@ def main(argv: list[str]) -> int:
         classes=args.classes,
         in_channels=args.in_channels,
         normalize=args.normalize,
+        tile=args.tile,
     )
     print(
         f"import_smp: wrote {args.workdir}: unet_plusplus over {args.encoder}, "

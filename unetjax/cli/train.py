@@ -22,14 +22,21 @@ from unetjax.cli import common
 PROG = "train"
 
 
-def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str] | None:
-    """The config (with overrides) and the run directory; None when help was asked for."""
+def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, bool] | None:
+    """The config (with overrides), the run directory and whether to wait for its lock; None
+    when help was asked for."""
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "Path to a config file.", flag_values=flag_values, lock_config=True
     )
     flags.DEFINE_string(
         "workdir", None, "Run directory (default: runs/<config name>).", flag_values=flag_values
+    )
+    flags.DEFINE_bool(
+        "wait_for_lock",
+        False,
+        "If another training runs in --workdir, wait for it to end instead of refusing.",
+        flag_values=flag_values,
     )
     flags.DEFINE_bool("verbose", False, "Tracebacks for errors.", flag_values=flag_values)
     if {"-h", "--help", "--helpfull"} & set(argv):
@@ -45,21 +52,23 @@ def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str] | N
         text = re.sub(r"(\\n|\n)+", "; ", text).replace("\\'", "").replace("'", "")
         raise common.UsageError(f"config override: {text}") from None
     if len(rest) > 1:
-        raise common.UsageError(f"unexpected arguments {rest[1:]}; options are --config, --workdir")
+        raise common.UsageError(
+            f"unexpected arguments {rest[1:]}; options are --config, --workdir, --wait_for_lock"
+        )
     if flag_values.config is None:
         raise common.UsageError("--config is required, e.g. --config configs/tiny.py")
     config_path = flag_values["config"].config_filename
     workdir = flag_values.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(config_path))[0]
     )
-    return flag_values.config, workdir
+    return flag_values.config, workdir, flag_values.wait_for_lock
 
 
 def main(argv: list[str]) -> int:
     parsed = parse_args(argv)
     if parsed is None:
         return common.EXIT_OK
-    config, workdir = parsed
+    config, workdir, wait_for_lock = parsed
     common.configure_logging(logging.INFO, stream=sys.stdout)
     # Imported after parsing, so `--help` and argument errors answer at once.
     import tensorflow_datasets as tfds
@@ -69,7 +78,7 @@ def main(argv: list[str]) -> int:
 
     tfds.disable_progress_bar()
     try:
-        result = train.train_and_evaluate(config, workdir)
+        result = train.train_and_evaluate(config, workdir, wait_for_lock=wait_for_lock)
     except train.NonFiniteLossError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return common.EXIT_FAILED

@@ -11,7 +11,8 @@ from unetjax.data.errors import DataError
 
 
 def builder_config(data_config: ml_collections.ConfigDict):
-    """The builder config's name (a fingerprint of the inputs) and a function making it.
+    """The builder config's name (a fingerprint of the inputs) and a function making it,
+    `make(show_progress)`.
 
     Making a folder config validates every file, so it only runs when the name is not built.
     """
@@ -25,7 +26,7 @@ def builder_config(data_config: ml_collections.ConfigDict):
             f"{data_config.spatial_dims}d_{data_config.image_size}px_"
             f"{'_'.join(str(c) for _, c in counts)}_seed{data_config.dataset_seed}"
         )
-        return name, lambda: builders.SyntheticConfig(
+        return name, lambda show_progress=True: builders.SyntheticConfig(
             name=name,
             version=builders.VERSION,
             spatial_dims=data_config.spatial_dims,
@@ -64,10 +65,12 @@ def builder_config(data_config: ml_collections.ConfigDict):
         )
     }
     name = folder.built_name(root, options)
-    return name, lambda: _folder_config(data_config, root, name)
+    return name, lambda show_progress=True: _folder_config(data_config, root, name, show_progress)
 
 
-def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.FolderConfig:
+def _folder_config(
+    data_config, root: pathlib.Path, name: str, show_progress: bool
+) -> builders.FolderConfig:
     spec, samples, class_names = _find_samples(data_config, root)
     stem_lists = None
     if data_config.train_stems is not None:
@@ -90,6 +93,7 @@ def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.Folde
         declared_num_classes=data_config.num_classes,
         declared_in_channels=data_config.in_channels,
         patch_size=data_config.patch_size,
+        show_progress=show_progress,
     )
     return builders.FolderConfig(
         name=name,

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unetjax import progress
 from unetjax.data import examples, summary, synthetic
 from unetjax.data.folder import Sample
 
@@ -70,10 +71,25 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = VERSION
     code_path = None
+    EXAMPLE_UNIT = "image"
+    show_progress = True  # `datasets.prepare(..., progress=False)` turns the bars off
+
+    def split_counts(self) -> dict[str, int]:
+        """Examples per split that preparation writes."""
+        return {split: len(found) for split, found in self.builder_config.splits.items()}
 
     def _accumulating(self, split: str, examples, accumulator: summary.StatisticsAccumulator):
         """Yields `examples`, adding each to the statistics, saved to the metadata when done
-        (TFDS writes the metadata after every split is generated)."""
+        (TFDS writes the metadata after every split is generated); a progress bar with an ETA
+        on a terminal (reading hundreds of volumes takes minutes)."""
+        examples = progress.bar(
+            examples,
+            total=self.split_counts()[split],
+            unit=self.EXAMPLE_UNIT,
+            desc=f"preparing {split}",
+            enabled=self.show_progress,
+            leave=False,
+        )
         for key, example in examples:
             accumulator.add(split, example)
             yield key, example
@@ -112,6 +128,9 @@ class SyntheticCells(_LocalBuilder):
                 )
             ),
         )
+
+    def split_counts(self) -> dict[str, int]:
+        return {split: count for split, count in self.builder_config.counts if count > 0}
 
     def _split_generators(self, dl_manager):
         del dl_manager

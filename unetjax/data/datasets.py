@@ -1,10 +1,13 @@
 """`prepare`: builds a dataset once (validated first), then describes it for the model."""
 
+import contextlib
 import dataclasses
+import io
 import logging
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
@@ -118,9 +121,12 @@ def data_dir(data_config: ml_collections.ConfigDict) -> str:
     return data_config.data_dir or str(tfds.core.constants.DATA_DIR)
 
 
-def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
+def prepare(data_config: ml_collections.ConfigDict, *, progress: bool = True) -> Dataset:
     """Builds the dataset if needed and opens it; raises DataError for bad input before
-    training starts. Logs the dataset summary."""
+    training starts. Logs the dataset summary (once: callers do not log it again).
+
+    progress: a bar with an ETA while examples are written (only on a terminal).
+    """
     config_lib.check(data_config)
     if data_config.name not in BUILDERS:
         reader = catalog.builder(data_config, data_dir(data_config))
@@ -130,7 +136,7 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
         dataset_summary = summary.catalog_summary(info, data_config, dtype)
         split_stems = None
     else:
-        reader = _build_or_load(data_config)
+        reader = _build_or_load(data_config, progress=progress)
         metadata = dict(reader.info.metadata)
         split_sizes = {name: split.num_examples for name, split in reader.info.splits.items()}
         sizes = metadata["statistics"]["sizes"]
@@ -229,25 +235,57 @@ def _catalog_info(data_config, reader) -> DatasetInfo:
     )
 
 
-def _build_or_load(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+def _build_or_load(
+    data_config: ml_collections.ConfigDict, *, progress: bool = True
+) -> tfds.core.DatasetBuilder:
     builder_class = BUILDERS[data_config.name]
     config_name, make_config = builder_configs.builder_config(data_config)
     dataset_dir = pathlib.Path(data_dir(data_config)) / builder_class.name
     version_dir = dataset_dir / config_name / str(builders.VERSION)
     if not (version_dir / "dataset_info.json").exists():
-        builder = builder_class(
-            data_dir=data_dir(data_config), config=make_config(), file_format="array_record"
+        builder_config = make_config(show_progress=progress)
+        with _quiet_tfds():
+            builder = builder_class(
+                data_dir=data_dir(data_config), config=builder_config, file_format="array_record"
+            )
+        builder.show_progress = progress
+        counts = builder.split_counts()
+        source = f"from {data_config.manual_dir} " if data_config.manual_dir else ""
+        logger.info(
+            "preparing %s %s(%d %ss: %s) into %s",
+            builder.name,
+            source,
+            sum(counts.values()),
+            builder.EXAMPLE_UNIT,
+            ", ".join(f"{split} {count}" for split, count in counts.items()),
+            version_dir,
         )
         _build_cleanly(builder, dataset_dir / config_name)
     return tfds.builder_from_directory(version_dir)
 
 
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """Silences what TFDS says about our local builders: "Using custom data configuration"
+    (an absl warning), "Downloading and preparing dataset Unknown size" and "... downloaded
+    and prepared" (printed to stdout), and its own progress bars (no ETA: it knows no total).
+    `prepare` logs one line of its own and the summary instead."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    tfds.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        absl_logger.setLevel(level)
+
+
 def _build_cleanly(builder: tfds.core.DatasetBuilder, config_dir: pathlib.Path) -> None:
     """download_and_prepare, removing whatever it created if it fails."""
     created = [p for p in (config_dir.parent, config_dir) if not p.exists()]
-    logger.info("preparing %s in %s", builder.name, config_dir)
     try:
-        with tempfile.TemporaryDirectory() as download_dir:
+        with tempfile.TemporaryDirectory() as download_dir, _quiet_tfds():
             builder.download_and_prepare(download_dir=download_dir)
     except BaseException:
         if created:

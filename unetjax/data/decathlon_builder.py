@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unetjax import progress
 from unetjax.data import (
     builders,
     decathlon,
@@ -103,12 +104,16 @@ def compute_normalisation(
     max_values_per_case: int | None = MAX_VALUES_PER_CASE,
     seed: int = 0,
     nonfinite_fill: float | None = None,
+    show_progress: bool = False,
 ) -> intensity.Normalisation:
-    """Per-channel schemes from the channel names; `ct` statistics from `cases`' foreground."""
+    """Per-channel schemes from the channel names; `ct` statistics from `cases`' foreground
+    (read once per case, with a progress bar on a terminal if asked)."""
     schemes = tuple(intensity.scheme_for_channel(name) for name in channel_names)
     values: dict[int, list[np.ndarray]] = {c: [] for c, s in enumerate(schemes) if s == "ct"}
     if values:
-        for case in cases:
+        for case in progress.bar(
+            cases, unit="volume", desc="ct statistics", enabled=show_progress, leave=False
+        ):
             image = medical_case.read_case_image(
                 case.images,
                 case_id=case.case_id,
@@ -179,6 +184,7 @@ def make_config(
     image_order: int = 3,
     label_order: int = 1,
     nonfinite_fill: float | None = None,
+    show_progress: bool = False,
 ) -> DecathlonConfig:
     """Scans and checks `root`, splits the labelled cases, and computes the target spacing
     (the train split's median, nnU-Net's rule; or the one given) and the ct statistics."""
@@ -214,6 +220,7 @@ def make_config(
         nonzero_only=nonzero_only,
         seed=seed,
         nonfinite_fill=nonfinite_fill,
+        show_progress=show_progress,
     )
     spacing = tuple(float(s) for s in target_spacing)
     logging.info("decathlon %s: target spacing %s mm", dataset.name, spacing)
@@ -235,6 +242,8 @@ def make_config(
 
 class Decathlon(builders._LocalBuilder):
     """Medical Segmentation Decathlon / nnU-Net format volumes, in RAS at one spacing."""
+
+    EXAMPLE_UNIT = "volume"
 
     def _info(self) -> tfds.core.DatasetInfo:
         config: DecathlonConfig = self.builder_config

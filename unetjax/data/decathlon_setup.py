@@ -51,7 +51,7 @@ def builder_config(
     options = {key: data_config[key] for key in OPTIONS}
     name = folder.built_name(root, options)
 
-    def make() -> decathlon_builder.DecathlonConfig:
+    def make(show_progress: bool = True) -> decathlon_builder.DecathlonConfig:
         return decathlon_builder.make_config(
             root,
             name=name,
@@ -61,6 +61,7 @@ def builder_config(
             seed=data_config.dataset_seed,
             case_lists=case_lists(data_config),
             nonfinite_fill=data_config.nonfinite_fill,
+            show_progress=show_progress,
         )
 
     return name, make

@@ -4,7 +4,7 @@
 the foreground (label > 0) voxels of every training case are pooled per channel; the 0.5 and
 99.5 percentiles (numpy's default linear interpolation), the mean and the population sd
 (ddof 0) are all computed on those pooled, unclipped intensities; a volume is then clipped to
-the two percentiles and z-scored with that mean and sd (sd floored at 1e-8). nnU-Net pools a
+the two percentiles and z-scored with that mean and sd (sd floored at `MIN_STD`). nnU-Net pools a
 random sample of exactly 1e8 / num_cases voxels per case, drawn with replacement; we pool all of
 them, or a seeded sample without replacement of `max_values` where a case has more (so on
 small data the statistics are exact, not sampled).
@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unetjax.inference.preprocessing import MIN_STD
+
 SCHEMES = ("ct", "zscore")
-MIN_STD = 1e-8
 
 
 def scheme_for_channel(channel_name: str) -> str:
@@ -149,3 +150,20 @@ class Normalisation:
             stats=tuple(ForegroundStats.from_dict(s) if s else None for s in values["stats"]),
             nonzero_only=bool(values["nonzero_only"]),
         )
+
+
+def describe(normalisation: dict, channel_names: Sequence[str] | None = None) -> str:
+    """What `Normalisation.from_dict(normalisation)` does to each channel, in words."""
+    described = Normalisation.from_dict(normalisation)
+    names = list(channel_names or []) or [f"channel {c}" for c in range(len(described.schemes))]
+    parts = []
+    for name, scheme, stats in zip(names, described.schemes, described.stats, strict=True):
+        if scheme == "ct":
+            parts.append(
+                f"{name}: clipped to {stats.percentile_00_5:g}..{stats.percentile_99_5:g} and "
+                f"z-scored with the training foreground's mean {stats.mean:.4g}, sd {stats.std:.4g}"
+            )
+        else:
+            voxels = " (nonzero voxels)" if described.nonzero_only else ""
+            parts.append(f"{name}: z-scored per case{voxels}")
+    return "; ".join(parts)

@@ -19,9 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-KINDS = ("unit", "zscore_image", "zscore_dataset")
-# sd floor: a constant image (or channel) becomes zeros instead of dividing by zero.
-MIN_STD = 1e-8
+from unetjax.inference.preprocessing import KINDS, MIN_STD  # one rule for training and predict
 
 
 def _namespace(array):

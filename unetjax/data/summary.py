@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unetjax.data import normalization, resize
+from unetjax.data import intensity, normalization, resize
 
 MAX_CLASSES_SHOWN = 8
 
@@ -147,6 +147,12 @@ def build(metadata: dict, *, name: str, data_config, split_sizes: dict[str, int]
             "mean": statistics["train_mean"],
             "std": statistics["train_std"],
         },
+        # Volumes are normalised when they are written (decathlon): what was applied then.
+        "prepared_normalization": (
+            intensity.describe(metadata["normalisation"], metadata.get("channel_names"))
+            if metadata.get("normalisation")
+            else None
+        ),
     }
 
 
@@ -234,7 +240,11 @@ def text(summary: dict) -> str:
     stats = ""
     if norm["mean"] is not None:
         stats = f" (train mean {_numbers(norm['mean'])}, sd {_numbers(norm['std'])})"
-    lines.append(f"  normalize   {norm['kind']}{stats}")
+    if summary.get("prepared_normalization"):
+        lines.append(f"  normalize   at preparation: {summary['prepared_normalization']}")
+        lines.append(f"              in training: none, values as stored{stats}")
+    else:
+        lines.append(f"  normalize   {norm['kind']}{stats}")
     if summary["classes"] is not None:
         shown = summary["classes"][:MAX_CLASSES_SHOWN]
         classes = ", ".join(f"{c['name']} {c['pixel_fraction']:.3f}" for c in shown)

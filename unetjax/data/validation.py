@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unetjax import progress
 from unetjax.data import examples, image_io, mask_rule, resize, summary
 from unetjax.data.errors import DataError
 from unetjax.data.folder import Sample
@@ -53,13 +54,22 @@ def validate(
     declared_num_classes: int | None,
     declared_in_channels: int | None,
     patch_size: Sequence[int],
+    show_progress: bool = True,
 ) -> Summary:
-    """Reads every file once; raises DataError naming the first bad file."""
+    """Reads every file once; raises DataError naming the first bad file. A progress bar on a
+    terminal (`progress.bar`): a folder of hundreds of large images takes a while."""
     channels: dict[int, str] = {}
     dtypes: dict[str, str] = {}
     values_by_file: dict[str, np.ndarray] = {}
     shapes: dict[str, list[list[int]]] = {}
     oriented = 0
+    bar = progress.bar(
+        total=sum(len(samples) for samples in splits.values()),
+        unit="image",
+        desc="checking files",
+        enabled=show_progress,
+        leave=False,
+    )
     for split, samples in splits.items():
         for sample in samples:
             image, masks = examples.read_raw(sample, spec)
@@ -74,6 +84,8 @@ def validate(
             else:
                 examples.labels_from_raw(sample, masks, spec)
             shapes.setdefault(split, []).append(list(image.shape[:-1]))
+            bar.update()
+    bar.close()
     if len(channels) > 1:
         found = ", ".join(f"{c} in {path}" for c, path in channels.items())
         raise DataError(f"images with different channel counts ({found}); set color_mode")

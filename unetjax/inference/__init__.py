@@ -5,7 +5,7 @@ batches (`predict_batch`) or whole images of any size (`predict`, optionally til
 `export` writes a self-contained pruned model directory.
 
 The names that need JAX and Flax (the predictor, export) are imported on first use, so
-`unetjax.inference.artifact_runner` (a deployed artifact's runner) loads with numpy and its
+`unetjax.inference.deploy.artifact_runner` (a deployed artifact's runner) loads with numpy and its
 runtime alone.
 """
 
@@ -19,8 +19,9 @@ _LAZY = {
     "MODES": "predictor",
     "Predictor": "predictor",
     "available_settings": "predictor",
+    "default_tile": "predictor",
     "load_predictor": "predictor",
-    "export": "export",
+    "export": "deploy.export",
 }
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Predictor",
     "TileOptions",
     "available_settings",
+    "default_tile",
     "export",
     "flip_sets",
     "load_predictor",
@@ -41,6 +43,5 @@ def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    # Importing the `export` module binds the package's `export` to it; the function wins.
-    globals()[name] = value
+    globals()[name] = value  # looked up once
     return value

@@ -8,7 +8,8 @@ checkpoint (a partial restore), so memory and load time shrink with L.
 
 `path` is a run directory written by train.py or a directory written by `export`: both hold
 `config.json` and `checkpoints/<step>/`; an export holds only the L-subgraph's parameters and
-records what it can serve under `config.export`.
+records what it can serve under `config.export`. A model package (`inference.package`) holds
+`config.json` and its weights in model.safetensors instead of a checkpoint.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from flax import nnx
 
 from unetjax import checkpoint, layers, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
-from unetjax.data import normalization
-from unetjax.inference import tiling
+from unetjax.inference import preprocessing, tiling
 from unetjax.inference.postprocess import postprocess as labels_from_probabilities
 from unetjax.inference.tiling import TileOptions
 from unetjax.inference.tta import flip_sets, mean_over_flips
@@ -88,12 +88,55 @@ class Predictor:
         return 2**self.full_depth
 
     @property
+    def default_tile(self) -> list[int] | None:
+        """The tile size `predict` uses unless told (see `default_tile`)."""
+        return default_tile(self.config)
+
+    @property
     def output_activation(self) -> str:
         return self.spec.output_activation
 
     @property
     def in_channels(self) -> int:
         return self.spec.in_channels
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.spec.spatial_dims
+
+    @property
+    def _data(self) -> dict:
+        return self.config.get("data") or {}
+
+    @property
+    def color_mode(self) -> str:
+        """How images are read for this model (`data.color_mode`)."""
+        return self._data.get("color_mode") or "auto"
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self._data.get("class_names")
+
+    @property
+    def training_resize(self) -> dict | None:
+        """The `data.resize` the run was trained with (predict resizes images alike)."""
+        return self._data.get("resize")
+
+    @property
+    def takes_volumes(self) -> bool:
+        """Whether the run was trained on NIfTI volumes (predicted with their geometry)."""
+        from unetjax.data import volume_preprocessing
+
+        return self._data.get("name") == volume_preprocessing.DATASET_NAME
+
+    def describe(self) -> str:
+        return (
+            f"{self.model_dir} step {self.step}, depth {self.depth} ({self.mode}), "
+            f"{self.num_params:,} parameters"
+        )
+
+    def check_tile(self, tile: TileOptions | None) -> None:
+        """Any tile size fits a run (it tiles any image)."""
 
     def model(self) -> NestedUNet:
         """The pruned module with the restored state (for export and inspection)."""
@@ -139,20 +182,24 @@ class Predictor:
         tile: TileOptions | None = None,
         tta: bool = False,
         bucket: bool = False,
+        normalized: bool = False,
     ) -> np.ndarray:
         """Probabilities (*spatial, K) of one image or volume (*spatial, C) of any size.
 
-        Without `tile`, the whole image is predicted at once after mirror-padding it to a
-        multiple of 2^D; with it, tile by tile (`unetjax.inference.tiling`). With `tta`, the
-        mean over every mirrored copy of the image, each padded and tiled as it is (so the
-        result mirrors exactly with the input, whatever its size). With `bucket`, a folder of
-        varied sizes compiles a few shapes, not one per size: a whole image is padded to one of
-        a few sizes per octave (`tiling.bucket_size`) instead of the next multiple of 2^D, and
-        with `tile` an image smaller than the tile is padded up to it (fixed-shape tiles).
+        The image is unit-scale, as `image_io.read_image` gives it, and normalised here as in
+        training (`normalize`); `normalized=True` takes one the data pipeline already normalised (a
+        dataset's example, a resampled volume). Without `tile`, the whole image is predicted at once
+        after mirror-padding it to a multiple of 2^D; with it, tile by tile
+        (`unetjax.inference.tiling`). With `tta`, the mean over every mirrored copy of the image,
+        each padded and tiled as it is (so the result mirrors exactly with the input, whatever its
+        size). With `bucket`, a folder of varied sizes compiles a few shapes, not one per size: a
+        whole image is padded to one of a few sizes per octave (`tiling.bucket_size`) instead of the
+        next multiple of 2^D, and with `tile` an image smaller than the tile is padded up to it
+        (fixed-shape tiles).
         """
         image = np.asarray(image, np.float32)
         self.check_image(image)
-        batch = image[None]
+        batch = image[None] if normalized else self.normalize(image)[None]
         predict = lambda x: self._predict_one(x[0], tile, bucket)[None]  # noqa: E731
         flip = lambda x, axes: np.ascontiguousarray(np.flip(x, axes))  # noqa: E731
         return mean_over_flips(predict, batch, self.flips(tta), flip)[0]
@@ -166,14 +213,15 @@ class Predictor:
             self.predict_batch, image, tile, align=self.align, fixed_shape=bucket
         )
 
+    @property
+    def normalization(self) -> preprocessing.Normalization:
+        """The run's input normalisation, as an exported artifact records it."""
+        return preprocessing.normalization_from_config(self.config)
+
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """A unit-scale image (as `image_io.read_image` gives it) normalised as the run's data
-        were in training (`config.data.normalize`, statistics in `config.normalization`)."""
-        spec = self.config.get("normalization") or {}
-        kind = spec.get("kind") or self.config.get("data", {}).get("normalize", "unit")
-        if kind == "zscore_image":
-            return normalization.standardize(image, kind, normalization.image_statistics(image))
-        return normalization.standardize(image, kind, spec)
+        were in training, by the rule an exported artifact applies inside."""
+        return preprocessing.normalize(np.asarray(image, np.float32)[None], self.normalization)[0]
 
     def check_image(self, image: np.ndarray, name: str = "image") -> None:
         """Raises a ValueError naming `name` when `image` is not (*spatial, in_channels)."""
@@ -192,6 +240,22 @@ class Predictor:
             threshold=threshold,
             min_size=min_size,
         )
+
+
+def default_tile(config: ml_collections.ConfigDict) -> list[int] | None:
+    """A run's tile size for prediction, None for whole images.
+
+    A trained run's is its training patch size: fixed-shape tiles compile once for images of
+    every size (benchmarks/RESULTS.md: 3.3x the images/s of whole images on 20 sizes from 40 to
+    300 px). An imported model never saw a training patch: the tile given at import
+    (`imported_from.tile`), else whole images, as the library it came from predicts them.
+    """
+    imported = config.get("imported_from")
+    if imported is not None:
+        tile = imported.get("tile")
+    else:
+        tile = (config.get("data") or {}).get("patch_size")
+    return [int(t) for t in tile] if tile else None
 
 
 def available(config: ml_collections.ConfigDict, depth: int, mode: Mode) -> bool:
@@ -244,15 +308,20 @@ def load_predictor(
             f"{model_dir} cannot predict at depth {depth} in mode {mode!r}; it can at "
             f"{', '.join(f'L{d} {m}' for d, m in settings)}"
         )
-    directory = rundir.checkpoint_dir(model_dir)
-    step = checkpoint.resolve_step(directory, step)
     full = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
     abstract = nested_unet.pruned_abstract(full, depth, mode)
     graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
     target = {"params": params}
     if jax.tree.leaves(model_state):
         target["model_state"] = model_state
-    restored = checkpoint.restore_subtree(directory, target, step)
+    from unetjax.inference import package  # imports this module
+
+    if package.is_package(model_dir):  # weights in model.safetensors, not a checkpoint
+        restored, step = package.restore(model_dir, target, step)
+    else:
+        directory = rundir.checkpoint_dir(model_dir)
+        step = checkpoint.resolve_step(directory, step)
+        restored = checkpoint.restore_subtree(directory, target, step)
     restored_paths = tuple(
         (key, *(str(part) for part in path))
         for key, tree in restored.items()

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 KINDS = ("unit", "zscore_image", "zscore_dataset")
-# A flat image (standard deviation 0) is centred, not divided by zero.
-MIN_STD = 1e-6
+# The standard-deviation floor of every z-score in unetjax (training, predict, artifacts, CT
+# intensity): a flat image or channel is centred, not divided by zero. Defined here, not in
+# `unetjax.data`, because a deployment host imports this module without the data stack.
+MIN_STD = 1e-8
 
 
 @dataclasses.dataclass(frozen=True)

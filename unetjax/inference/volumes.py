@@ -15,15 +15,17 @@ nnU-Net channel files `<case>_0000.nii.gz`, `<case>_0001.nii.gz`, ... together o
 from __future__ import annotations
 
 import dataclasses
+import glob
 import pathlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from unetjax.data import image_io, medical_case, nifti_io
 from unetjax.data.errors import DataError
 from unetjax.data.volume_preprocessing import VolumePreprocessing
+from unetjax.inference.from_files import FileResult, predict_from_files, unique_names
 from unetjax.inference.predictor import Predictor
 from unetjax.inference.tiling import TileOptions
 
@@ -41,6 +43,26 @@ class VolumeCase:
 
 def is_nifti(path: pathlib.Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
+    """NIfTI files named by paths, folders (their NIfTI files) and globs; and the inputs that
+    name none."""
+    files, failures = [], []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if glob.has_magic(item):
+            found = sorted(pathlib.Path(p) for p in glob.glob(item))
+        elif path.is_dir():
+            found = sorted(path.iterdir())
+        else:
+            found = [path]
+        # Names starting with "." are macOS resource forks (the MSD archives hold "._x.nii.gz").
+        found = [p for p in found if is_nifti(p) and not p.name.startswith(".")]
+        if not found:
+            failures.append((item, "names no .nii or .nii.gz file"))
+        files += found
+    return files, failures
 
 
 def group_cases(files: Sequence[pathlib.Path]) -> list[VolumeCase]:
@@ -99,7 +121,7 @@ def predict_case(
         image_order=preprocessing.image_order,
     )
     predictor.check_image(image, case.reference.path)
-    probabilities = predictor.predict(image, tile=tile, tta=tta)
+    probabilities = predictor.predict(image, tile=tile, tta=tta, normalized=True)
     labels = predictor.postprocess(probabilities, min_size=min_size)
     mapping = medical_case.mapping_for(case.reference, preprocessing.target_spacing)
     return medical_case.labels_to_original_grid(labels, mapping, order=preprocessing.label_order)
@@ -121,3 +143,21 @@ def predict_file(
     )
     labels = predict_case(predictor, loaded, preprocessing, **options)
     return nifti_io.write_prediction(output, labels, loaded.reference)
+
+
+def predict_volumes(
+    predictor: Predictor,
+    cases: Sequence[VolumeCase],
+    preprocessing: VolumePreprocessing,
+    output: pathlib.Path,
+    **options,
+) -> Iterator[FileResult]:
+    """Predicts every case into `output/<case id>.nii.gz` (repeated ids numbered) with the shared
+    per-file loop; `options` as `predict_case`'s (tile, tta, min_size)."""
+    output.mkdir(parents=True, exist_ok=True)
+    names = unique_names([case.case_id for case in cases])
+
+    def predict_one(case: VolumeCase, name: str) -> None:
+        predict_file(predictor, case, preprocessing, output / f"{name}.nii.gz", **options)
+
+    return predict_from_files(cases, names, predict_one, source=lambda case: str(case.paths[0]))

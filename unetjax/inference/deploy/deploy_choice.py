@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from unetjax import rundir
+
 DEPLOY_FILE = "deploy.json"
 REQUIRED = ("depth", "mode", "threshold", "latency_ms", "budget_ms", "device", "validation_iou")
 
@@ -143,6 +145,34 @@ def resolve(model_dir: str | os.PathLike, depth: int | None, mode: str | None) -
             )
         return Setting(None, "fast", None, "the default (no deploy.json): deepest depth, fast")
     return Setting(depth, mode or "fast", None, "as requested")
+
+
+def resolve_threshold(
+    model_dir: str | os.PathLike,
+    config: Any,
+    setting: Setting,
+    *,
+    depth: int,
+    mode: str,
+    step: int,
+    given: float | None = None,
+) -> tuple[float, str]:
+    """The sigmoid threshold a run serves at `depth`, `mode` and checkpoint `step`, and where it
+    came from: `given` (--threshold), else deploy.json's (when `setting` came from it), else the
+    one `evaluate --sweep` chose for this depth, mode and step, else the training's
+    `train.eval_threshold`, else 0.5. `predict --model RUN` and `export` both ask here, so an
+    exported artifact thresholds as predict does."""
+    if given is not None:
+        return float(given), "--threshold"
+    if setting.threshold is not None:
+        return float(setting.threshold), "deploy.json"
+    swept = rundir.chosen_threshold(model_dir, depth, mode, step)
+    if swept is not None:
+        return swept
+    trained = (config.get("train", None) or {}).get("eval_threshold")
+    if trained is not None:
+        return float(trained), "train.eval_threshold"
+    return 0.5, "the default"
 
 
 def timing_image(image_size: Sequence[int] | None, first: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from unetjax import rundir
-from unetjax.inference import artifact_format, preprocessing
+from unetjax.inference import preprocessing
+from unetjax.inference.deploy import artifact_format
 from unetjax.inference.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def verify(
 ) -> float:
     """Runs the artifact at `path` through its own runtime on a random batch and returns the
     largest difference from `predictor.predict_batch`; a RuntimeError above `tolerance`."""
-    from unetjax.inference import artifact_runner
+    from unetjax.inference.deploy import artifact_runner
 
     runner = artifact_runner.load_artifact(path)
     shape = runner.fixed_shape or (predictor.align,) * predictor.spec.spatial_dims

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from unetjax.inference import artifact_format, preprocessing, tiling
+from unetjax.inference import preprocessing, tiling
+from unetjax.inference.deploy import artifact_format
 from unetjax.inference.postprocess import postprocess as labels_from_probabilities
 from unetjax.inference.tiling import TileOptions
 from unetjax.inference.tta import flip_sets, mean_over_flips
@@ -39,7 +40,14 @@ class ArtifactRunner:
       align: spatial sizes of `predict_batch` are multiples of it (2^D).
       fixed_shape: the one spatial shape an ONNX artifact takes; None for StableHLO.
       normalization: the preprocessing inside the artifact.
+      training_resize: the training's `data.resize`, for the caller to resize images alike.
+      default_tile, class_names, takes_volumes: None, None, False (as `inference.Model` asks):
+        an artifact predicts whole images, names no classes, and reads no NIfTI geometry.
     """
+
+    default_tile = None
+    class_names = None
+    takes_volumes = False
 
     def __init__(self, path: str, sidecar: dict[str, Any], run: Callable[..., np.ndarray]):
         self.path, self.sidecar, self.format = path, sidecar, sidecar["format"]
@@ -48,7 +56,7 @@ class ArtifactRunner:
         self.num_params, self.step = int(model["parameters"]), model.get("step")
         self.spatial_dims, self.in_channels = int(inputs["spatial_dims"]), int(inputs["channels"])
         self.color_mode = inputs.get("color_mode", "auto")
-        self.resize = inputs.get("resize")  # data.resize of the training, for the caller
+        self.training_resize = inputs.get("resize")  # data.resize of the training
         self.output_activation = outputs["activation"]
         self.threshold = float(outputs["threshold"])
         self.align = 2 ** int(model["full_depth"])
@@ -108,10 +116,16 @@ class ArtifactRunner:
         return np.asarray(self._run(images, self.flips(tta)), np.float32)
 
     def predict(
-        self, image: np.ndarray, *, tile: TileOptions | None = None, tta: bool = False
+        self,
+        image: np.ndarray,
+        *,
+        tile: TileOptions | None = None,
+        tta: bool = False,
+        bucket: bool = False,
     ) -> np.ndarray:
-        """Probabilities (*spatial, K) of one image (*spatial, C) of any size, as
-        `Predictor.predict` computes them (mirror-padding, tiling, TTA over host flips).
+        """Probabilities (*spatial, K) of one unit-scale image (*spatial, C) of any size, as
+        `Predictor.predict` computes them (normalisation, here inside the artifact;
+        mirror-padding, size buckets with `bucket`, tiling, TTA over host flips).
 
         An ONNX artifact's fixed size is its tile: smaller images are mirror-padded up to it,
         larger ones tiled with it (overlap, blend and batch size from `tile` when given).
@@ -119,11 +133,11 @@ class ArtifactRunner:
         image = np.asarray(image, np.float32)
         self.check_image(image)
         batch = image[None]
-        predict = lambda x: self._predict_one(x[0], tile)[None]  # noqa: E731
+        predict = lambda x: self._predict_one(x[0], tile, bucket)[None]  # noqa: E731
         flip = lambda x, axes: np.ascontiguousarray(np.flip(x, axes))  # noqa: E731
         return mean_over_flips(predict, batch, self.flips(tta), flip)[0]
 
-    def _predict_one(self, image: np.ndarray, tile: TileOptions | None) -> np.ndarray:
+    def _predict_one(self, image: np.ndarray, tile: TileOptions | None, bucket: bool) -> np.ndarray:
         if self.fixed_shape is not None:
             tile = TileOptions(
                 tile=self.fixed_shape,
@@ -135,9 +149,10 @@ class ArtifactRunner:
             image, crop = _pad_to_at_least(image, self.fixed_shape)
             return self._tiled(image, tile)[crop]
         if tile is None:
-            padded, crop = tiling.pad_to_multiple(image, self.align)
+            pad = tiling.pad_to_bucket if bucket else tiling.pad_to_multiple
+            padded, crop = pad(image, self.align)
             return self.predict_batch(padded[None])[0][crop]
-        return self._tiled(image, tile)
+        return self._tiled(image, tile, bucket)
 
     def check_tile(self, tile: TileOptions | None) -> None:
         """A ValueError when a tile size is asked of an ONNX artifact, whose tile is its size."""
@@ -151,14 +166,16 @@ class ArtifactRunner:
                 "tile size, or export another artifact with --image-size"
             )
 
-    def _tiled(self, image: np.ndarray, tile: TileOptions) -> np.ndarray:
+    def _tiled(self, image: np.ndarray, tile: TileOptions, bucket: bool = False) -> np.ndarray:
         if self.normalization.kind == "zscore_image":
             logger.warning(
                 "%s normalises each input by its own statistics: tiles are normalised one by "
                 "one, not as the whole image",
                 self.path,
             )
-        return tiling.predict_with_options(self.predict_batch, image, tile, align=self.align)
+        return tiling.predict_with_options(
+            self.predict_batch, image, tile, align=self.align, fixed_shape=bucket
+        )
 
     def check_image(self, image: np.ndarray, name: str = "image") -> None:
         """Raises a ValueError naming `name` when `image` is not (*spatial, in_channels)."""
