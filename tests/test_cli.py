@@ -90,7 +90,7 @@ def test_predict_writes_masks_and_overlays_and_reports_bad_files(trained, tmp_pa
     assert "broken.png: cannot read it as an image" in result.stderr
     assert "missing.tif" in result.stderr
     assert "wrote 4 masks" in result.stdout
-    assert "threshold 0.5 (the default)" in result.stdout
+    assert "threshold 0.5 (train.eval_threshold)" in result.stdout  # what validation used
 
 
 def test_export_then_predict_with_the_exported_model(trained, tmp_path):

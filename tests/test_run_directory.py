@@ -1,6 +1,7 @@
 """A run directory is never silently reused: reruns resume only the same experiment, and every
 mistake ends as one line on stderr with exit code 2, before any data is prepared."""
 
+import errno
 import json
 import os
 import pathlib
@@ -200,3 +201,22 @@ def test_waiting_for_the_lock_takes_it_when_the_holder_ends(tmp_path):
     with rundir.run_lock(workdir, wait=True):
         assert holder.poll() == 0  # it ended, then the lock was ours
     holder.wait()
+
+
+def test_without_flock_the_recorded_pid_decides_busy_or_stale(tmp_path, monkeypatch):
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(rundir.fcntl, "flock", no_flock)
+    lock = tmp_path / rundir.LOCK_FILE
+    alive = {"pid": os.getppid(), "host": socket.gethostname(), "started": "then"}
+    lock.write_text(json.dumps(alive))
+    busy = pytest.raises(rundir.RunDirectoryBusyError, match=f"pid {os.getppid()} on ")
+    with busy, rundir.run_lock(tmp_path):
+        pass
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({**alive, "pid": dead.pid}))
+    with rundir.run_lock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()

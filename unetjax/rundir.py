@@ -273,12 +273,29 @@ def _read_holder(fd: int) -> dict:
     return holder if isinstance(holder, dict) else {}
 
 
+def _alive(holder: dict) -> bool:
+    """Whether the process a lock file records may still run (no record: no)."""
+    if holder.get("pid") is None:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _try_lock(path: str) -> tuple[int, dict] | dict:
     """(descriptor, the previous holder's record) when the lock is ours now; else the record of
     the live process that holds it.
 
     The kernel's `flock` is the truth about liveness: it is released when its process ends, by
     a crash or `kill -9` too, so a lock file left behind is stale exactly when it can be locked.
+    Where the file system has no `flock`, the recorded pid is checked instead (alive on this
+    host, or on another host, where it cannot be checked: busy).
     """
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -286,8 +303,11 @@ def _try_lock(path: str) -> tuple[int, dict] | dict:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             holder = _read_holder(fd)
+            no_flock = error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+            if no_flock and not _alive(holder):
+                return fd, holder
             os.close(fd)
-            if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            if no_flock or error.errno in (errno.EWOULDBLOCK, errno.EACCES):
                 return holder
             raise
         try:

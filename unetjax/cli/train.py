@@ -2,7 +2,9 @@
 
 Override any config field with `--config.train.batch_size=16`; a mistyped key is an error.
 Rerunning the same command continues from the latest checkpoint in --workdir (default
-runs/<config name>). The logic lives in `unetjax.train`; this file only parses and reports.
+runs/<config name>). One training at a time per --workdir: another is refused (exit 2, naming
+its pid and host), or waited for with --wait_for_lock. The logic lives in `unetjax.train`; this
+file only parses and reports.
 """
 
 from __future__ import annotations
