@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unetjax.data import intensity, medical_case, nifti_io, synthetic_decathlon
+from unetjax.data.volumes import intensity, medical_case, nifti_io, synthetic_decathlon
 
 SHARED = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TOTALSEG = SHARED / "totalsegmentator_ct"

@@ -13,8 +13,9 @@ import pytest
 from configs import decathlon_tiny
 from tests.test_inference import make_tiny_run
 from unetjax.cli import predict
-from unetjax.data import intensity, volume_preprocessing
 from unetjax.data.errors import DataError
+from unetjax.data.volumes import intensity
+from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference import tiling, volumes
 
 pytestmark = pytest.mark.usefixtures("fast_compile")

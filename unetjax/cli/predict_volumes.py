@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import tqdm
 
 from unetjax.cli import common
-from unetjax.data import volume_preprocessing
+from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference import volumes
 from unetjax.inference.predictor import Predictor
 

@@ -10,25 +10,23 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unetjax.data import (
-    builder_configs,
-    builders,
-    catalog,
-    decathlon_builder,
-    summary,
-    validation,
-)
+from unetjax.data import catalog, local_builder, samples, summary
 from unetjax.data import config as config_lib
 from unetjax.data.errors import DataError
+from unetjax.data.folders import builder as folder_builder
+from unetjax.data.folders import builder_config as folder_builder_config
+from unetjax.data.synthetic import builder as synthetic_builder
+from unetjax.data.volumes import builder as volume_builder
+from unetjax.data.volumes import builder_config as volume_builder_config
 
 logger = logging.getLogger(__name__)
 
 BUILDERS = {
-    "synthetic_cells": builders.SyntheticCells,
-    "image_folder": builders.ImageFolder,
-    "isbi2012_em": builders.Isbi2012Em,
-    "dsb2018_nuclei": builders.Dsb2018Nuclei,
-    "decathlon": decathlon_builder.Decathlon,
+    "synthetic_cells": synthetic_builder.SyntheticCells,
+    "image_folder": folder_builder.ImageFolder,
+    "isbi2012_em": folder_builder.Isbi2012Em,
+    "dsb2018_nuclei": folder_builder.Dsb2018Nuclei,
+    "decathlon": volume_builder.Decathlon,
 }
 ACTIVATIONS = {"binary": "sigmoid", "multiclass": "softmax", "multilabel": "sigmoid"}
 
@@ -147,7 +145,7 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
             ignore_index=metadata.get("ignore_index"),
         )
         if data_config.name != "decathlon":  # its patch sampling pads small volumes (nnU-Net)
-            validation.check_patch_fits(
+            samples.check_patch_fits(
                 metadata["min_shape"], data_config.patch_size, data_config.name
             )
         dataset_summary = summary.build(
@@ -231,15 +229,24 @@ def _catalog_info(data_config, reader) -> DatasetInfo:
 
 def _build_or_load(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     builder_class = BUILDERS[data_config.name]
-    config_name, make_config = builder_configs.builder_config(data_config)
+    config_name, make_config = _builder_config(data_config)
     dataset_dir = pathlib.Path(data_dir(data_config)) / builder_class.name
-    version_dir = dataset_dir / config_name / str(builders.VERSION)
+    version_dir = dataset_dir / config_name / str(local_builder.VERSION)
     if not (version_dir / "dataset_info.json").exists():
         builder = builder_class(
             data_dir=data_dir(data_config), config=make_config(), file_format="array_record"
         )
         _build_cleanly(builder, dataset_dir / config_name)
     return tfds.builder_from_directory(version_dir)
+
+
+def _builder_config(data_config: ml_collections.ConfigDict):
+    """The builder config's name and a function making it (`builder_config` of the kind)."""
+    if data_config.name == "synthetic_cells":
+        return synthetic_builder.builder_config(data_config)
+    if data_config.name == "decathlon":
+        return volume_builder_config.builder_config(data_config)
+    return folder_builder_config.builder_config(data_config)
 
 
 def _build_cleanly(builder: tfds.core.DatasetBuilder, config_dir: pathlib.Path) -> None:

@@ -12,9 +12,10 @@ import grain
 import numpy as np
 from absl import flags
 
-from unetjax.data import catalog, examples, transforms, volume_transforms
+from unetjax.data import catalog, transforms, weight_map
 from unetjax.data.datasets import BUILDERS, Dataset
 from unetjax.data.errors import DataError
+from unetjax.data.volumes import transforms as volume_transforms
 
 
 def _source(dataset: Dataset, split: str) -> grain.MapDataset:
@@ -27,7 +28,7 @@ def _source(dataset: Dataset, split: str) -> grain.MapDataset:
         )
     if data_config.border_weights and "instances" not in dataset.reader.info.features:
         source = source.map(
-            lambda e: {**e, "instances": examples.connected_components(e["mask"] > 0)}
+            lambda e: {**e, "instances": weight_map.connected_components(e["mask"] > 0)}
         )
     return source
 

@@ -1,13 +1,14 @@
-"""The TFDS builder config for a `config.data`: a fingerprint name, and for folders the
-validated samples (every file read once, only when that name is not built yet)."""
+"""The folder builders' config for a `config.data`: a fingerprint name, and the validated
+samples (every file read once, only when that name is not built yet)."""
 
 import dataclasses
 import pathlib
 
 import ml_collections
 
-from unetjax.data import builders, decathlon_setup, examples, folder, validation
+from unetjax.data import local_builder, samples
 from unetjax.data.errors import DataError
+from unetjax.data.folders import builder, examples, scan, validation
 
 
 def builder_config(data_config: ml_collections.ConfigDict):
@@ -15,31 +16,7 @@ def builder_config(data_config: ml_collections.ConfigDict):
 
     Making a folder config validates every file, so it only runs when the name is not built.
     """
-    if data_config.name == "synthetic_cells":
-        counts = (
-            ("train", data_config.num_train),
-            ("validation", data_config.num_val),
-            ("test", data_config.num_test),
-        )
-        name = (
-            f"{data_config.spatial_dims}d_{data_config.image_size}px_"
-            f"{'_'.join(str(c) for _, c in counts)}_seed{data_config.dataset_seed}"
-        )
-        return name, lambda: builders.SyntheticConfig(
-            name=name,
-            version=builders.VERSION,
-            spatial_dims=data_config.spatial_dims,
-            image_size=data_config.image_size,
-            counts=counts,
-            seed=data_config.dataset_seed,
-        )
-    if data_config.manual_dir is None:
-        raise DataError(f"{data_config.name} reads local files: set data.manual_dir")
-    root = pathlib.Path(data_config.manual_dir).expanduser().resolve()
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder (data.manual_dir)")
-    if data_config.name == "decathlon":
-        return decathlon_setup.builder_config(data_config, root)
+    root = samples.source_root(data_config)
     options = {
         key: data_config[key]
         for key in (
@@ -63,12 +40,12 @@ def builder_config(data_config: ml_collections.ConfigDict):
             "resize",
         )
     }
-    name = folder.built_name(root, options)
+    name = samples.built_name(root, options)
     return name, lambda: _folder_config(data_config, root, name)
 
 
-def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.FolderConfig:
-    spec, samples, class_names = _find_samples(data_config, root)
+def _folder_config(data_config, root: pathlib.Path, name: str) -> builder.FolderConfig:
+    spec, found, class_names = _find_samples(data_config, root)
     stem_lists = None
     if data_config.train_stems is not None:
         stem_lists = {
@@ -76,8 +53,8 @@ def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.Folde
             "validation": data_config.val_stems or (),
             "test": data_config.test_stems or (),
         }
-    splits = folder.split_samples(
-        samples,
+    splits = samples.split_samples(
+        found,
         val_fraction=data_config.val_fraction,
         test_fraction=data_config.test_fraction,
         seed=data_config.dataset_seed,
@@ -91,9 +68,9 @@ def _folder_config(data_config, root: pathlib.Path, name: str) -> builders.Folde
         declared_in_channels=data_config.in_channels,
         patch_size=data_config.patch_size,
     )
-    return builders.FolderConfig(
+    return builder.FolderConfig(
         name=name,
-        version=builders.VERSION,
+        version=local_builder.VERSION,
         splits=splits,
         spec=dataclasses.replace(spec, task=checked.task, num_classes=checked.num_classes),
         in_channels=checked.in_channels,
@@ -128,19 +105,19 @@ def _find_samples(data_config, root: pathlib.Path):
                 f"isbi_foreground={data_config.isbi_foreground!r}; expected "
                 "'membrane' or 'interior'"
             )
-        samples = folder.scan_pairs(root / "images", [root / "masks"])
-        return spec("isbi", "binary", 1), samples, None
+        found = scan.scan_pairs(root / "images", [root / "masks"])
+        return spec("isbi", "binary", 1), found, None
     if data_config.name == "dsb2018_nuclei":
-        return spec("instances", "binary", 1), folder.scan_dsb2018(root), None
+        return spec("instances", "binary", 1), scan.scan_dsb2018(root), None
     image_dir, mask_dir = root / data_config.image_subdir, root / data_config.mask_subdir
     dims = data_config.spatial_dims
     if data_config.mask_layout == "per_class":
-        names = folder.class_folders(mask_dir, data_config.class_names)
-        samples = folder.scan_pairs(image_dir, [mask_dir / n for n in names])
-        return spec("per_class", "multilabel", len(names), dims), samples, tuple(names)
+        names = scan.class_folders(mask_dir, data_config.class_names)
+        found = scan.scan_pairs(image_dir, [mask_dir / n for n in names])
+        return spec("per_class", "multilabel", len(names), dims), found, tuple(names)
     if data_config.mask_layout != "single":
         raise DataError(
             f"mask_layout={data_config.mask_layout!r}; expected 'single' or 'per_class'"
         )
-    samples = folder.scan_pairs(image_dir, [mask_dir])
-    return spec("single", data_config.task, data_config.num_classes, dims), samples, None
+    found = scan.scan_pairs(image_dir, [mask_dir])
+    return spec("single", data_config.task, data_config.num_classes, dims), found, None

@@ -28,7 +28,8 @@ import grain
 import ml_collections
 import numpy as np
 
-from unetjax.data import patch_sampling, transforms
+from unetjax.data import transforms
+from unetjax.data.volumes import patch_sampling
 
 
 def pad_to_shape(

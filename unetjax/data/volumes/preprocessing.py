@@ -18,7 +18,8 @@ import pathlib
 
 import ml_collections
 
-from unetjax.data import datasets, intensity
+from unetjax.data import datasets
+from unetjax.data.volumes import intensity
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unetjax.data import nifti_io, resample
 from unetjax.data.errors import DataError
-from unetjax.data.intensity import Normalisation
+from unetjax.data.volumes import nifti_io, resample
+from unetjax.data.volumes.intensity import Normalisation
 
 
 @dataclasses.dataclass(frozen=True)

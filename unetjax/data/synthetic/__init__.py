@@ -1,0 +1,1 @@
+"""The embedded synthetic_cells dataset: procedural nuclei-like images, no download."""
