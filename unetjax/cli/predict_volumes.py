@@ -30,8 +30,7 @@ from unetjax.inference.predictor import Predictor
 
 def takes_volumes(predictor: Predictor) -> bool:
     """Whether the run was trained on NIfTI volumes (so predicts them with their geometry)."""
-    data_config = predictor.config.get("data") or {}
-    return data_config.get("name") == volume_preprocessing.DATASET_NAME
+    return volume_preprocessing.takes_volumes(predictor.config.get("data"))
 
 
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:

@@ -10,24 +10,12 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unetjax.data import catalog, local_builder, samples, summary
+from unetjax.data import catalog, kinds, local_builder, samples, summary
 from unetjax.data import config as config_lib
 from unetjax.data.errors import DataError
-from unetjax.data.folders import builder as folder_builder
-from unetjax.data.folders import builder_config as folder_builder_config
-from unetjax.data.synthetic import builder as synthetic_builder
-from unetjax.data.volumes import builder as volume_builder
-from unetjax.data.volumes import builder_config as volume_builder_config
 
 logger = logging.getLogger(__name__)
 
-BUILDERS = {
-    "synthetic_cells": synthetic_builder.SyntheticCells,
-    "image_folder": folder_builder.ImageFolder,
-    "isbi2012_em": folder_builder.Isbi2012Em,
-    "dsb2018_nuclei": folder_builder.Dsb2018Nuclei,
-    "decathlon": volume_builder.Decathlon,
-}
 ACTIVATIONS = {"binary": "sigmoid", "multiclass": "softmax", "multilabel": "sigmoid"}
 
 
@@ -94,9 +82,14 @@ class Dataset:
         """{"kind", "mean", "std"}: the normalisation the pipelines apply (see `summary`)."""
         return self.summary["normalization"]
 
+    @property
+    def kind(self) -> kinds.DatasetKind:
+        """What unetjax knows about this `data.name` (builder, transforms, rules)."""
+        return kinds.get(self.config.name)
+
     def split_name(self, split: str) -> str:
         """Our split names ("train", "validation", "test") as the dataset spells them."""
-        if self.config.name in BUILDERS or split not in SPLIT_KEYS:
+        if not self.kind.catalog or split not in SPLIT_KEYS:
             return split
         return self.config[SPLIT_KEYS[split]]
 
@@ -120,7 +113,8 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
     """Builds the dataset if needed and opens it; raises DataError for bad input before
     training starts. Logs the dataset summary."""
     config_lib.check(data_config)
-    if data_config.name not in BUILDERS:
+    kind = kinds.get(data_config.name)
+    if kind.catalog:
         reader = catalog.builder(data_config, data_dir(data_config))
         info = _catalog_info(data_config, reader)
         feature = reader.info.features[data_config.image_key]
@@ -128,7 +122,7 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
         dataset_summary = summary.catalog_summary(info, data_config, dtype)
         split_stems = None
     else:
-        reader = _build_or_load(data_config)
+        reader = _build_or_load(data_config, kind)
         metadata = dict(reader.info.metadata)
         split_sizes = {name: split.num_examples for name, split in reader.info.splits.items()}
         sizes = metadata["statistics"]["sizes"]
@@ -144,7 +138,7 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
             uniform_size={split: sizes[split]["uniform"] for split in split_sizes},
             ignore_index=metadata.get("ignore_index"),
         )
-        if data_config.name != "decathlon":  # its patch sampling pads small volumes (nnU-Net)
+        if not kind.pads_small_images:
             samples.check_patch_fits(
                 metadata["min_shape"], data_config.patch_size, data_config.name
             )
@@ -154,7 +148,7 @@ def prepare(data_config: ml_collections.ConfigDict) -> Dataset:
             data_config=data_config,
             split_sizes=split_sizes,
         )
-        _check_unit_range(dataset_summary, data_config)
+        _check_unit_range(dataset_summary, data_config, kind)
         split_stems = metadata.get("split_stems")
     _check_against_config(info, data_config)
     dataset = Dataset(
@@ -173,17 +167,18 @@ def _label_dims(features) -> int:
     return len(features["instances" if "instances" in features else "mask"].shape)
 
 
-def _check_unit_range(dataset_summary: dict, data_config: ml_collections.ConfigDict) -> None:
+def _check_unit_range(
+    dataset_summary: dict, data_config: ml_collections.ConfigDict, kind: kinds.DatasetKind
+) -> None:
     """Float images are used as they are under "unit": they must be in [0, 1].
 
-    decathlon volumes are stored normalised already (nnU-Net's CT / per-case z-score scheme,
-    docs/medical.md), so "unit" (as stored) is the only kind that applies to them.
+    A kind stored normalised already (volumes: nnU-Net's CT / per-case z-score scheme,
+    docs/medical.md) takes "unit" (as stored) only.
     """
-    if data_config.name == "decathlon":
+    if kind.normalised_when_built:
         if data_config.normalize != "unit":
             raise DataError(
-                f"data.normalize={data_config.normalize!r}: decathlon volumes are normalised "
-                "when the dataset is built (CT: clip and z-score; MR: per-case z-score); "
+                f"data.normalize={data_config.normalize!r}: {kind.normalised_when_built}; "
                 "leave data.normalize='unit'"
             )
         return
@@ -227,9 +222,11 @@ def _catalog_info(data_config, reader) -> DatasetInfo:
     )
 
 
-def _build_or_load(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-    builder_class = BUILDERS[data_config.name]
-    config_name, make_config = _builder_config(data_config)
+def _build_or_load(
+    data_config: ml_collections.ConfigDict, kind: kinds.DatasetKind
+) -> tfds.core.DatasetBuilder:
+    builder_class = kind.builder
+    config_name, make_config = kind.builder_config(data_config)
     dataset_dir = pathlib.Path(data_dir(data_config)) / builder_class.name
     version_dir = dataset_dir / config_name / str(local_builder.VERSION)
     if not (version_dir / "dataset_info.json").exists():
@@ -238,15 +235,6 @@ def _build_or_load(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetB
         )
         _build_cleanly(builder, dataset_dir / config_name)
     return tfds.builder_from_directory(version_dir)
-
-
-def _builder_config(data_config: ml_collections.ConfigDict):
-    """The builder config's name and a function making it (`builder_config` of the kind)."""
-    if data_config.name == "synthetic_cells":
-        return synthetic_builder.builder_config(data_config)
-    if data_config.name == "decathlon":
-        return volume_builder_config.builder_config(data_config)
-    return folder_builder_config.builder_config(data_config)
 
 
 def _build_cleanly(builder: tfds.core.DatasetBuilder, config_dir: pathlib.Path) -> None:

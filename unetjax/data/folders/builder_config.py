@@ -3,16 +3,24 @@ samples (every file read once, only when that name is not built yet)."""
 
 import dataclasses
 import pathlib
+from collections.abc import Callable
 
 import ml_collections
 
 from unetjax.data import local_builder, samples
 from unetjax.data.errors import DataError
 from unetjax.data.folders import builder, examples, scan, validation
+from unetjax.data.samples import Sample
+
+# The label spec (task possibly still open), the samples and the class names (per_class only).
+FoundSamples = tuple[examples.LabelSpec, list[Sample], tuple[str, ...] | None]
+# config.data and the resolved data.manual_dir -> FoundSamples: one per folder kind.
+FindSamples = Callable[[ml_collections.ConfigDict, pathlib.Path], FoundSamples]
 
 
-def builder_config(data_config: ml_collections.ConfigDict):
-    """The builder config's name (a fingerprint of the inputs) and a function making it.
+def builder_config(data_config: ml_collections.ConfigDict, find_samples: FindSamples):
+    """The builder config's name (a fingerprint of the inputs) and a function making it from
+    the samples `find_samples` finds (the kind's layout: `image_folder_samples`, ...).
 
     Making a folder config validates every file, so it only runs when the name is not built.
     """
@@ -41,11 +49,13 @@ def builder_config(data_config: ml_collections.ConfigDict):
         )
     }
     name = samples.built_name(root, options)
-    return name, lambda: _folder_config(data_config, root, name)
+    return name, lambda: _folder_config(data_config, root, name, find_samples)
 
 
-def _folder_config(data_config, root: pathlib.Path, name: str) -> builder.FolderConfig:
-    spec, found, class_names = _find_samples(data_config, root)
+def _folder_config(
+    data_config, root: pathlib.Path, name: str, find_samples: FindSamples
+) -> builder.FolderConfig:
+    spec, found, class_names = find_samples(data_config, root)
     stem_lists = None
     if data_config.train_stems is not None:
         stem_lists = {
@@ -83,41 +93,51 @@ def _folder_config(data_config, root: pathlib.Path, name: str) -> builder.Folder
     )
 
 
-def _find_samples(data_config, root: pathlib.Path):
-    """The label spec (task possibly still open), the samples and the class names."""
+def _label_spec(
+    data_config, mask_mode: str, task: str | None, num_classes: int | None, dims: int = 2
+) -> examples.LabelSpec:
+    return examples.LabelSpec(
+        spatial_dims=dims,
+        color_mode=data_config.color_mode,
+        mask_mode=mask_mode,
+        task=task,
+        num_classes=num_classes,
+        isbi_foreground=data_config.isbi_foreground,
+        mask_threshold=data_config.mask_threshold,
+        ignore_index=data_config.ignore_index,
+        resize=tuple(data_config.resize) if data_config.resize is not None else None,
+    )
 
-    def spec(mask_mode: str, task: str | None, num_classes: int | None, dims: int = 2):
-        return examples.LabelSpec(
-            spatial_dims=dims,
-            color_mode=data_config.color_mode,
-            mask_mode=mask_mode,
-            task=task,
-            num_classes=num_classes,
-            isbi_foreground=data_config.isbi_foreground,
-            mask_threshold=data_config.mask_threshold,
-            ignore_index=data_config.ignore_index,
-            resize=tuple(data_config.resize) if data_config.resize is not None else None,
-        )
 
-    if data_config.name == "isbi2012_em":
-        if data_config.isbi_foreground not in ("membrane", "interior"):
-            raise DataError(
-                f"isbi_foreground={data_config.isbi_foreground!r}; expected "
-                "'membrane' or 'interior'"
-            )
-        found = scan.scan_pairs(root / "images", [root / "masks"])
-        return spec("isbi", "binary", 1), found, None
-    if data_config.name == "dsb2018_nuclei":
-        return spec("instances", "binary", 1), scan.scan_dsb2018(root), None
+def image_folder_samples(data_config, root: pathlib.Path) -> FoundSamples:
+    """image_folder: images/ and masks/ (data.image_subdir, data.mask_subdir), one class-index
+    mask per image ("single") or one binary mask folder per class ("per_class")."""
     image_dir, mask_dir = root / data_config.image_subdir, root / data_config.mask_subdir
     dims = data_config.spatial_dims
     if data_config.mask_layout == "per_class":
         names = scan.class_folders(mask_dir, data_config.class_names)
         found = scan.scan_pairs(image_dir, [mask_dir / n for n in names])
-        return spec("per_class", "multilabel", len(names), dims), found, tuple(names)
+        spec = _label_spec(data_config, "per_class", "multilabel", len(names), dims)
+        return spec, found, tuple(names)
     if data_config.mask_layout != "single":
         raise DataError(
             f"mask_layout={data_config.mask_layout!r}; expected 'single' or 'per_class'"
         )
     found = scan.scan_pairs(image_dir, [mask_dir])
-    return spec("single", data_config.task, data_config.num_classes, dims), found, None
+    spec = _label_spec(data_config, "single", data_config.task, data_config.num_classes, dims)
+    return spec, found, None
+
+
+def isbi2012_samples(data_config, root: pathlib.Path) -> FoundSamples:
+    """isbi2012_em: images/ and masks/, the foreground chosen by data.isbi_foreground."""
+    if data_config.isbi_foreground not in ("membrane", "interior"):
+        raise DataError(
+            f"isbi_foreground={data_config.isbi_foreground!r}; expected 'membrane' or 'interior'"
+        )
+    found = scan.scan_pairs(root / "images", [root / "masks"])
+    return _label_spec(data_config, "isbi", "binary", 1), found, None
+
+
+def dsb2018_samples(data_config, root: pathlib.Path) -> FoundSamples:
+    """dsb2018_nuclei: the stage1_train layout, one mask file per nucleus."""
+    return _label_spec(data_config, "instances", "binary", 1), scan.scan_dsb2018(root), None
