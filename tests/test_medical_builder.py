@@ -99,7 +99,7 @@ def test_statistics_and_summary_are_written_beside_the_data(raw, built):
     data_dir = built.data_path
     stats = json.loads((data_dir / volume_builder.STATS_FILE).read_text())
     assert stats == built.info.metadata["normalisation"]
-    normalisation = intensity.Normalisation.from_dict(stats)
+    normalisation = intensity.VolumeNormalisation.from_dict(stats)
     # Only the train split's foreground: the validation case is left out of the statistics.
     train_foreground = sum(
         int((np.asarray(nib.load(raw / f"labelsTr/case_00{i}.nii.gz").dataobj) > 0).sum())

@@ -75,7 +75,9 @@ def test_statistics_round_trip_through_json(dataset):
     normalisation = volume_builder.compute_normalisation(
         dataset.training, dataset.channel_names, nonzero_only=True
     )
-    restored = intensity.Normalisation.from_dict(json.loads(json.dumps(normalisation.to_dict())))
+    restored = intensity.VolumeNormalisation.from_dict(
+        json.loads(json.dumps(normalisation.to_dict()))
+    )
     assert restored == normalisation
 
 
@@ -87,6 +89,6 @@ def test_ct_channels_get_the_dataset_scheme_and_the_others_zscores(name, scheme)
 def test_statistics_for_a_zscore_channel_are_refused():
     stats = intensity.ForegroundStats(0.0, 1.0, -1.0, 1.0, 10)
     with pytest.raises(ValueError, match="only for"):
-        intensity.Normalisation(("zscore",), (stats,))
+        intensity.VolumeNormalisation(("zscore",), (stats,))
     with pytest.raises(ValueError, match="channels"):
-        intensity.Normalisation(("ct",), (stats,))(np.zeros((2, 2, 2, 3)))
+        intensity.VolumeNormalisation(("ct",), (stats,))(np.zeros((2, 2, 2, 3)))

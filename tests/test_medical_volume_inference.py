@@ -94,7 +94,7 @@ def random_run(tmp_path_factory):
     make_tiny_run(workdir, config)
     preprocessing = volume_preprocessing.VolumePreprocessing(
         target_spacing=(4.0, 2.5, 3.5),
-        normalisation=intensity.Normalisation(("zscore",), (None,)),
+        normalisation=intensity.VolumeNormalisation(("zscore",), (None,)),
         channel_names=("CT",),
         class_names=("background", "liver"),
     )

@@ -50,7 +50,7 @@ class DecathlonConfig(tfds.core.BuilderConfig):
 
     Attributes:
       splits: split name -> labelled cases.
-      normalisation: `intensity.Normalisation.to_dict()`, from the train split.
+      normalisation: `intensity.VolumeNormalisation.to_dict()`, from the train split.
       summary: the dataset summary (see `summarise`).
       nonfinite_fill: the value non-finite voxels are replaced by (data.nonfinite_fill);
         None makes them an error.
@@ -101,7 +101,7 @@ def compute_normalisation(
     max_values_per_case: int | None = MAX_VALUES_PER_CASE,
     seed: int = 0,
     nonfinite_fill: float | None = None,
-) -> intensity.Normalisation:
+) -> intensity.VolumeNormalisation:
     """Per-channel schemes from the channel names; `ct` statistics from `cases`' foreground."""
     schemes = tuple(intensity.scheme_for_channel(name) for name in channel_names)
     values: dict[int, list[np.ndarray]] = {c: [] for c, s in enumerate(schemes) if s == "ct"}
@@ -124,7 +124,7 @@ def compute_normalisation(
     stats = tuple(
         intensity.ct_statistics(values[c]) if s == "ct" else None for c, s in enumerate(schemes)
     )
-    return intensity.Normalisation(schemes, stats, nonzero_only)
+    return intensity.VolumeNormalisation(schemes, stats, nonzero_only)
 
 
 def _spread(rows: list[Sequence[float]]) -> dict:
@@ -281,7 +281,7 @@ class Decathlon(local_builder.LocalBuilder):
 
     def _generate_examples(self, cases: list[msd_folder.Case]):
         config: DecathlonConfig = self.builder_config
-        normalisation = intensity.Normalisation.from_dict(config.normalisation)
+        normalisation = intensity.VolumeNormalisation.from_dict(config.normalisation)
         for case in cases:
             loaded = medical_case.read_case_image(
                 case.images,

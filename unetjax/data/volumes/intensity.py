@@ -97,9 +97,10 @@ def zscore_case(channel: np.ndarray, nonzero_only: bool = False) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class Normalisation:
-    """How each input channel is normalised, with what `ct` needs: stored with the run so
-    that predict and evaluate apply exactly what training saw.
+class VolumeNormalisation:
+    """How each channel of a volume is normalised (nnU-Net's per-channel schemes), with what
+    `ct` needs: stored with the run so that predict and evaluate apply exactly what training
+    saw. Not the 2D images' `data.normalize` (`unetjax.data.normalization`).
 
     Attributes:
       schemes: per channel, "ct" or "zscore".
@@ -143,7 +144,7 @@ class Normalisation:
         }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Normalisation":
+    def from_dict(cls, values: dict) -> "VolumeNormalisation":
         return cls(
             schemes=tuple(values["schemes"]),
             stats=tuple(ForegroundStats.from_dict(s) if s else None for s in values["stats"]),

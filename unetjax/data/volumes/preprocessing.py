@@ -42,7 +42,7 @@ class VolumePreprocessing:
     """
 
     target_spacing: tuple[float, float, float]
-    normalisation: intensity.Normalisation
+    normalisation: intensity.VolumeNormalisation
     channel_names: tuple[str, ...]
     class_names: tuple[str, ...]
     image_order: int = 3
@@ -66,7 +66,7 @@ class VolumePreprocessing:
         """From `to_dict`, or from the decathlon dataset's metadata (the same keys and more)."""
         return cls(
             target_spacing=tuple(float(s) for s in values["target_spacing"]),
-            normalisation=intensity.Normalisation.from_dict(values["normalisation"]),
+            normalisation=intensity.VolumeNormalisation.from_dict(values["normalisation"]),
             channel_names=tuple(values["channel_names"]),
             class_names=tuple(values["class_names"]),
             image_order=int(values.get("image_order", 3)),
