@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unetjax.data import catalog, kinds, local_builder, samples, summary
+from unetjax.data import catalog, kinds, samples, summary
 from unetjax.data import config as config_lib
 from unetjax.data.errors import DataError
 
@@ -228,7 +228,7 @@ def _build_or_load(
     builder_class = kind.builder
     config_name, make_config = kind.builder_config(data_config)
     dataset_dir = pathlib.Path(data_dir(data_config)) / builder_class.name
-    version_dir = dataset_dir / config_name / str(local_builder.VERSION)
+    version_dir = dataset_dir / config_name / str(builder_class.VERSION)
     if not (version_dir / "dataset_info.json").exists():
         builder = builder_class(
             data_dir=data_dir(data_config), config=make_config(), file_format="array_record"
