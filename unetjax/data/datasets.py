@@ -82,11 +82,6 @@ class Dataset:
         """{"kind", "mean", "std"}: the normalisation the pipelines apply (see `summary`)."""
         return self.summary["normalization"]
 
-    @property
-    def kind(self) -> kinds.DatasetKind:
-        """What unetjax knows about this `data.name` (builder, transforms, rules)."""
-        return kinds.get(self.config.name)
-
     def split_name(self, split: str) -> str:
         """Our split names ("train", "validation", "test") as the dataset spells them."""
         if not self.kind.catalog or split not in SPLIT_KEYS:
@@ -103,6 +98,11 @@ class Dataset:
         if name not in self._sources:
             self._sources[name] = self.reader.as_data_source(split=name)
         return self._sources[name]
+
+    @property
+    def kind(self) -> kinds.DatasetKind:
+        """What unetjax knows about this `data.name` (builder, transforms, rules)."""
+        return kinds.get(self.config.name)
 
 
 def data_dir(data_config: ml_collections.ConfigDict) -> str:
