@@ -1,7 +1,8 @@
 """UNet++ depth 3 in 3D on a real CT: the liver vs background, from the shared TotalSegmentator
 example (one subject, so a pipeline check on real anatomy and intensities, not a benchmark).
 
-    python -m unetjax.data.msd_from_labelmap ../shared/data/totalsegmentator_ct /tmp/liver_msd
+    python -m unetjax.data.volumes.msd_from_labelmap \
+        ../shared/data/totalsegmentator_ct /tmp/liver_msd
     python train.py --config configs/decathlon_liver.py --workdir runs/decathlon_liver
     python evaluate.py --model runs/decathlon_liver --split validation --modes fast
     python predict.py --model runs/decathlon_liver --output /tmp/liver_pred /tmp/liver_msd/imagesTs

@@ -1,6 +1,6 @@
 """UNet++ depth 2 in 3D on a synthetic Decathlon-format folder: for tests and CI (seconds).
 
-    python -m unetjax.data.synthetic_decathlon /tmp/syn_msd --num-training 6
+    python -m unetjax.data.volumes.synthetic_decathlon /tmp/syn_msd --num-training 6
     python train.py --config configs/decathlon_tiny.py --workdir /tmp/decathlon_tiny \\
         --config.data.manual_dir=/tmp/syn_msd
 
@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     # normalised mean) to one shape the network takes (multiples of 2^depth).
     data.eval_patch_size = (16, 32, 32)
     data.foreground_prob = 0.5
-    # 3D augmentation for normalised CT / MR (see `volume_transforms`): mirroring on every
+    # 3D augmentation for normalised CT / MR (`volumes.transforms`): mirroring on every
     # axis, in-plane rotation and scaling, a little elastic deformation (in voxels), intensity
     # changes in sd units; no 90-degree turns, which real anatomy never shows.
     data.flip_prob = 0.5

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import unetjax.data as data
-from unetjax.data import examples
+from unetjax.data.folders import examples
 
 
 def write_png(path: pathlib.Path, array: np.ndarray) -> pathlib.Path:

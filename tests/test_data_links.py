@@ -9,7 +9,7 @@ import sys
 from configs import tiny
 from tests import user_folders
 from unetjax import data
-from unetjax.data import folder
+from unetjax.data import samples
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,22 +34,22 @@ def truncate(path: pathlib.Path) -> None:
 
 def test_a_file_changed_in_a_linked_folder_changes_the_fingerprint(tmp_path):
     root, real = linked_folder(tmp_path)
-    before = folder.built_name(root, {})
+    before = samples.built_name(root, {})
     truncate(real / "images/case001.png")
-    assert folder.built_name(root, {}) != before
+    assert samples.built_name(root, {}) != before
 
 
 def test_a_linked_file_counts_by_its_target(tmp_path):
     root, real = linked_folder(tmp_path)
-    before = folder.built_name(root, {})
+    before = samples.built_name(root, {})
     truncate(real / "masks/case002.png")
-    assert folder.built_name(root, {}) != before
+    assert samples.built_name(root, {}) != before
 
 
 def test_a_link_back_up_the_tree_is_walked_once(tmp_path):
     root, _ = linked_folder(tmp_path)
     (root / "loop").symlink_to(root, target_is_directory=True)
-    assert folder.built_name(root, {}) == folder.built_name(root, {})
+    assert samples.built_name(root, {}) == samples.built_name(root, {})
 
 
 def test_a_rerun_after_a_linked_image_was_truncated_rebuilds_and_names_the_file(tmp_path):

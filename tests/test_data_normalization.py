@@ -9,7 +9,8 @@ import tifffile
 
 import unetjax.data as data
 from tests import user_folders
-from unetjax.data import intensity, normalization
+from unetjax.data import normalization
+from unetjax.data.volumes import intensity
 from unetjax.inference import preprocessing
 
 SIZES = [(40, 44), (36, 52), (48, 40), (44, 36)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unetjax.data import intensity, medical_case, synthetic_decathlon
+from unetjax.data.volumes import intensity, medical_case, synthetic_decathlon
 from unetjax.evaluation import case_pictures
 
 

@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from unetjax.data import builders, decathlon_builder, intensity, medical_case, synthetic_decathlon
+from unetjax.data import local_builder
+from unetjax.data.volumes import builder as volume_builder
+from unetjax.data.volumes import intensity, medical_case, synthetic_decathlon
 
 
 def build(tmp_path, root, name, **options):
-    config = decathlon_builder.make_config(root, name=name, **options)
-    builder = decathlon_builder.Decathlon(
+    config = volume_builder.make_config(root, name=name, **options)
+    builder = volume_builder.Decathlon(
         data_dir=tmp_path / "tfds", config=config, file_format="array_record"
     )
     builder.download_and_prepare(download_dir=tmp_path / "downloads")
     return tfds.builder_from_directory(
-        tmp_path / "tfds" / "decathlon" / name / str(builders.VERSION)
+        tmp_path / "tfds" / "decathlon" / name / str(local_builder.VERSION)
     )
 
 
@@ -95,16 +97,16 @@ def test_stored_masks_map_back_onto_the_label_files(raw, built):
 
 def test_statistics_and_summary_are_written_beside_the_data(raw, built):
     data_dir = built.data_path
-    stats = json.loads((data_dir / decathlon_builder.STATS_FILE).read_text())
+    stats = json.loads((data_dir / volume_builder.STATS_FILE).read_text())
     assert stats == built.info.metadata["normalisation"]
-    normalisation = intensity.Normalisation.from_dict(stats)
+    normalisation = intensity.VolumeNormalisation.from_dict(stats)
     # Only the train split's foreground: the validation case is left out of the statistics.
     train_foreground = sum(
         int((np.asarray(nib.load(raw / f"labelsTr/case_00{i}.nii.gz").dataobj) > 0).sum())
         for i in (0, 1, 3, 4)
     )
     assert normalisation.stats[0].num_voxels == train_foreground
-    summary = json.loads((data_dir / decathlon_builder.SUMMARY_FILE).read_text())
+    summary = json.loads((data_dir / volume_builder.SUMMARY_FILE).read_text())
     examples = {**by_id(built, "train"), **by_id(built, "validation")}
     for case in summary["cases"]:
         data, zooms = canonical(raw / f"imagesTr/{case['id']}.nii.gz")

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unetjax.data import decathlon, synthetic_decathlon
 from unetjax.data.errors import DataError
+from unetjax.data.volumes import msd_folder, synthetic_decathlon
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def copy_of(sources, tmp_path):
 
 @pytest.mark.parametrize("layout", ["msd", "nnunet"])
 def test_both_layouts_give_the_same_cases_channels_and_labels(sources, layout):
-    dataset = decathlon.scan(sources[layout])
+    dataset = msd_folder.scan(sources[layout])
     assert dataset.channel_names == ("CT", "T2")
     assert dataset.labels == {"background": 0, "organ": 1, "lesion": 2}
     assert [c.case_id for c in dataset.training] == ["case_000", "case_001", "case_002"]
@@ -61,7 +61,7 @@ def test_an_msd_dataset_json_over_nnunet_v1_channel_files_finds_the_channels(cop
         "test": [],
     }
     (root / "dataset.json").write_text(json.dumps(meta))
-    dataset = decathlon.scan(root)
+    dataset = msd_folder.scan(root)
     assert [pathlib.Path(p).name for p in dataset.training[1].images] == [
         "case_001_0000.nii.gz",
         "case_001_0001.nii.gz",
@@ -78,14 +78,14 @@ def test_a_missing_label_names_the_case(copy_of):
     root = copy_of("nnunet")
     (root / "labelsTr/case_001.nii.gz").unlink()
     with pytest.raises(DataError, match="case case_001: missing label"):
-        decathlon.scan(root)
+        msd_folder.scan(root)
 
 
 def test_a_missing_channel_file_names_the_case(copy_of):
     root = copy_of("nnunet")
     (root / "imagesTr/case_002_0001.nii.gz").unlink()
     with pytest.raises(DataError, match=r"case case_002: 1 image channel\(s\)"):
-        decathlon.scan(root)
+        msd_folder.scan(root)
 
 
 def test_a_label_of_another_shape_names_the_case(copy_of):
@@ -93,7 +93,7 @@ def test_a_label_of_another_shape_names_the_case(copy_of):
     path = root / "labelsTr/case_000.nii.gz"
     _rewrite(path, data=np.asarray(nib.load(path).dataobj)[:-1])
     with pytest.raises(DataError, match=r"case case_000: .* has shape"):
-        decathlon.scan(root)
+        msd_folder.scan(root)
 
 
 def test_channels_of_different_shapes_name_the_case(copy_of):
@@ -101,7 +101,7 @@ def test_channels_of_different_shapes_name_the_case(copy_of):
     path = root / "imagesTr/case_001_0001.nii.gz"
     _rewrite(path, data=np.asarray(nib.load(path).dataobj)[:, :-2])
     with pytest.raises(DataError, match=r"case case_001: .*case_001_0001\.nii\.gz has shape"):
-        decathlon.scan(root)
+        msd_folder.scan(root)
 
 
 @pytest.mark.parametrize(("shift_mm", "fails"), [(1e-2, True), (1e-4, False)])
@@ -113,9 +113,9 @@ def test_affines_must_agree_within_a_thousandth_of_a_millimetre(copy_of, shift_m
     _rewrite(path, affine=affine)
     if fails:
         with pytest.raises(DataError, match=r"case case_002: the affine of .* differs"):
-            decathlon.scan(root)
+            msd_folder.scan(root)
     else:
-        decathlon.scan(root)
+        msd_folder.scan(root)
 
 
 def test_label_values_not_in_dataset_json_name_the_case_and_the_value(copy_of):
@@ -125,7 +125,7 @@ def test_label_values_not_in_dataset_json_name_the_case_and_the_value(copy_of):
     labels[0, 0, 0] = 5
     _rewrite(path, data=labels)
     with pytest.raises(DataError, match=r"case case_001: .* label value\(s\) \[5\]"):
-        decathlon.scan(root)
+        msd_folder.scan(root)
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_unsupported_label_declarations_are_refused(copy_of, labels, message):
     meta = json.loads((root / "dataset.json").read_text())
     (root / "dataset.json").write_text(json.dumps({**meta, "labels": labels}))
     with pytest.raises(DataError, match=message):
-        decathlon.scan(root)
+        msd_folder.scan(root)
 
 
 def test_a_wrong_case_count_in_dataset_json_is_reported(copy_of):
@@ -148,11 +148,11 @@ def test_a_wrong_case_count_in_dataset_json_is_reported(copy_of):
     meta = json.loads((root / "dataset.json").read_text())
     (root / "dataset.json").write_text(json.dumps({**meta, "numTraining": 5}))
     with pytest.raises(DataError, match="numTraining=5 but imagesTr holds 3"):
-        decathlon.scan(root)
+        msd_folder.scan(root)
 
 
 def test_a_missing_msd_image_names_the_case(copy_of):
     root = copy_of("msd")
     (root / "imagesTr/case_000.nii.gz").unlink()
     with pytest.raises(DataError, match="case case_000: missing image file"):
-        decathlon.scan(root)
+        msd_folder.scan(root)

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from tests.test_train import run_python
 from unetjax import data, inference, rundir
-from unetjax.data import synthetic_decathlon
+from unetjax.data.volumes import synthetic_decathlon
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile")]
 # Compile time dominates these tiny runs; XLA's optimisations off in the commands too.

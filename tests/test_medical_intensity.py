@@ -7,7 +7,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unetjax.data import decathlon, decathlon_builder, intensity, synthetic_decathlon
+from unetjax.data.volumes import builder as volume_builder
+from unetjax.data.volumes import intensity, msd_folder, synthetic_decathlon
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def dataset(tmp_path_factory):
     root = synthetic_decathlon.write_dataset(
         tmp_path_factory.mktemp("raw"), num_training=4, num_test=0, layout="nnunet"
     )
-    return decathlon.scan(root)
+    return msd_folder.scan(root)
 
 
 def nnunet_ct(image: np.ndarray, pooled_foreground: np.ndarray) -> np.ndarray:
@@ -30,7 +31,7 @@ def test_ct_normalisation_equals_the_numpy_formula_on_the_training_set(dataset):
     labels = [np.asarray(nib.load(case.label).dataobj) for case in dataset.training]
     images = [np.asarray(nib.load(path).dataobj).astype(np.float64) for path in ct_files]
     pooled = np.concatenate([im[lab > 0] for im, lab in zip(images, labels, strict=True)])
-    normalisation = decathlon_builder.compute_normalisation(dataset.training, dataset.channel_names)
+    normalisation = volume_builder.compute_normalisation(dataset.training, dataset.channel_names)
     assert normalisation.schemes == ("ct", "zscore")
     stats = normalisation.stats[0]
     assert stats.num_voxels == len(pooled)
@@ -46,12 +47,8 @@ def test_ct_normalisation_equals_the_numpy_formula_on_the_training_set(dataset):
 
 def test_large_cases_contribute_a_seeded_sample_of_their_foreground(dataset):
     kwargs = {"max_values_per_case": 20, "seed": 3}
-    first = decathlon_builder.compute_normalisation(
-        dataset.training, dataset.channel_names, **kwargs
-    )
-    again = decathlon_builder.compute_normalisation(
-        dataset.training, dataset.channel_names, **kwargs
-    )
+    first = volume_builder.compute_normalisation(dataset.training, dataset.channel_names, **kwargs)
+    again = volume_builder.compute_normalisation(dataset.training, dataset.channel_names, **kwargs)
     assert first.stats[0].num_voxels == 20 * len(dataset.training)
     assert first == again
 
@@ -75,10 +72,12 @@ def test_a_constant_volume_does_not_divide_by_zero():
 
 
 def test_statistics_round_trip_through_json(dataset):
-    normalisation = decathlon_builder.compute_normalisation(
+    normalisation = volume_builder.compute_normalisation(
         dataset.training, dataset.channel_names, nonzero_only=True
     )
-    restored = intensity.Normalisation.from_dict(json.loads(json.dumps(normalisation.to_dict())))
+    restored = intensity.VolumeNormalisation.from_dict(
+        json.loads(json.dumps(normalisation.to_dict()))
+    )
     assert restored == normalisation
 
 
@@ -90,6 +89,6 @@ def test_ct_channels_get_the_dataset_scheme_and_the_others_zscores(name, scheme)
 def test_statistics_for_a_zscore_channel_are_refused():
     stats = intensity.ForegroundStats(0.0, 1.0, -1.0, 1.0, 10)
     with pytest.raises(ValueError, match="only for"):
-        intensity.Normalisation(("zscore",), (stats,))
+        intensity.VolumeNormalisation(("zscore",), (stats,))
     with pytest.raises(ValueError, match="channels"):
-        intensity.Normalisation(("ct",), (stats,))(np.zeros((2, 2, 2, 3)))
+        intensity.VolumeNormalisation(("ct",), (stats,))(np.zeros((2, 2, 2, 3)))

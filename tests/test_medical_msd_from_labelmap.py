@@ -4,7 +4,7 @@ affine arithmetic and read back by the decathlon scanner."""
 import nibabel as nib
 import numpy as np
 
-from unetjax.data import decathlon, msd_from_labelmap
+from unetjax.data.volumes import msd_folder, msd_from_labelmap
 
 
 def test_slabs_keep_their_place_in_the_world_and_one_class(tmp_path):
@@ -35,7 +35,7 @@ def test_slabs_keep_their_place_in_the_world_and_one_class(tmp_path):
         np.testing.assert_allclose(nib.affines.apply_affine(slab.affine, [0, 0, 0]), corner)
         np.testing.assert_allclose(slab.affine[:3, :3], affine[:3, :3])
         np.testing.assert_allclose(label.affine, slab.affine)
-    scanned = decathlon.scan(out)
+    scanned = msd_folder.scan(out)
     assert scanned.labels == {"background": 0, "liver": 1}
     assert scanned.channel_names == ("CT",)
     assert [c.case_id for c in scanned.training] == ["case_slab0", "case_slab1"]

@@ -7,14 +7,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unetjax.data import intensity, medical_case, nifti_io, synthetic_decathlon
+from unetjax.data.volumes import intensity, medical_case, nifti_io, synthetic_decathlon
 
 SHARED = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TOTALSEG = SHARED / "totalsegmentator_ct"
 needs_shared = pytest.mark.skipif(
     not (TOTALSEG / "example_ct_sm.nii.gz").is_file(), reason="../shared/data is absent"
 )
-ZSCORE = intensity.Normalisation(("zscore",), (None,))
+ZSCORE = intensity.VolumeNormalisation(("zscore",), (None,))
 
 
 def save(path: pathlib.Path, data: np.ndarray, affine: np.ndarray, qform_code: int = 1):

@@ -14,7 +14,7 @@ import pytest
 
 from configs import decathlon_tiny
 from unetjax import data
-from unetjax.data import medical_case, synthetic_decathlon
+from unetjax.data.volumes import medical_case, synthetic_decathlon
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ expectation (binomial bounds), the class choice, padding, and determinism."""
 import numpy as np
 import pytest
 
-from unetjax.data import patch_sampling
+from unetjax.data.volumes import patch_sampling
 
 SHAPE, PATCH = (40, 40, 40), (8, 8, 8)
 

@@ -10,7 +10,9 @@ import pytest
 
 from configs import decathlon_tiny
 from unetjax import data
-from unetjax.data import synthetic_decathlon, transforms, volume_transforms
+from unetjax.data import transforms
+from unetjax.data.volumes import synthetic_decathlon
+from unetjax.data.volumes import transforms as volume_transforms
 
 TRAIN = ("case_000", "case_001", "case_003")
 VALIDATION = ("case_002", "case_004")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unetjax.data import intensity, medical_case, nifti_io, resample, synthetic_decathlon
+from unetjax.data.volumes import intensity, medical_case, nifti_io, resample, synthetic_decathlon
 
-ZSCORE = intensity.Normalisation(("zscore", "zscore"), (None, None))
+ZSCORE = intensity.VolumeNormalisation(("zscore", "zscore"), (None, None))
 
 
 def zoom_reference(array: np.ndarray, shape, order: int) -> np.ndarray:

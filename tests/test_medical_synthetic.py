@@ -6,7 +6,7 @@ import json
 import nibabel as nib
 import numpy as np
 
-from unetjax.data import synthetic_decathlon
+from unetjax.data.volumes import synthetic_decathlon
 
 
 def _arrays(root):

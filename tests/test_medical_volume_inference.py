@@ -13,8 +13,9 @@ import pytest
 from configs import decathlon_tiny
 from tests.test_inference import make_tiny_run
 from unetjax.cli import predict
-from unetjax.data import intensity, volume_preprocessing
 from unetjax.data.errors import DataError
+from unetjax.data.volumes import intensity
+from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference import tiling, volumes
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -93,7 +94,7 @@ def random_run(tmp_path_factory):
     make_tiny_run(workdir, config)
     preprocessing = volume_preprocessing.VolumePreprocessing(
         target_spacing=(4.0, 2.5, 3.5),
-        normalisation=intensity.Normalisation(("zscore",), (None,)),
+        normalisation=intensity.VolumeNormalisation(("zscore",), (None,)),
         channel_names=("CT",),
         class_names=("background", "liver"),
     )

@@ -30,7 +30,7 @@ from unetjax import (
     rundir,
     steps,
 )
-from unetjax.data import volume_preprocessing
+from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.evaluation import full_size, heads, names
 from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
 

@@ -17,7 +17,7 @@ import argparse
 import pathlib
 
 from unetjax.cli import common
-from unetjax.data import volume_preprocessing
+from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference import volumes
 from unetjax.inference.predictor import Predictor
 

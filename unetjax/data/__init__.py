@@ -1,5 +1,9 @@
-"""Datasets (TFDS builders) and input pipelines (grain) for segmentation training."""
+"""Datasets (TFDS builders) and input pipelines (grain) for segmentation training.
 
+Importing it registers the dataset kinds (`kinds`): image folders, volumes, synthetic cells.
+"""
+
+from unetjax.data import folders, synthetic, volumes  # noqa: F401  (registers the kinds)
 from unetjax.data.config import default_config
 from unetjax.data.datasets import Dataset, DatasetInfo, prepare
 from unetjax.data.errors import DataError

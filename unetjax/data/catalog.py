@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unetjax.data import kinds
 from unetjax.data.errors import DataError
 
 
@@ -17,8 +18,8 @@ def builder(data_config: ml_collections.ConfigDict, data_dir: str) -> tfds.core.
         )
     except tfds.core.registered.DatasetNotFoundError as error:
         raise DataError(
-            f"unknown dataset {data_config.name!r}; expected synthetic_cells, image_folder, "
-            "isbi2012_em, dsb2018_nuclei or a TFDS catalog name"
+            f"unknown dataset {data_config.name!r}; expected {', '.join(kinds.names())} "
+            "or a TFDS catalog name"
         ) from error
     if not catalog_builder.is_prepared():
         if importlib.util.find_spec("tensorflow") is None:

@@ -6,11 +6,9 @@ import math
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from unetjax.data import mask_rule, normalization, resize
+from unetjax.data import kinds, mask_rule, normalization, resize
 from unetjax.data.errors import DataError
 
-SYNTHETIC = "synthetic_cells"
-FOLDER_DATASETS = ("image_folder", "isbi2012_em", "dsb2018_nuclei")
 TASKS = ("binary", "multiclass", "multilabel")
 
 
@@ -180,21 +178,21 @@ def check(data_config: ml_collections.ConfigDict) -> None:
         raise DataError(
             f"data.normalize={data_config.normalize!r}; expected one of {normalization.KINDS}"
         )
-    local = name == SYNTHETIC or name in FOLDER_DATASETS
-    if data_config.normalize == "zscore_dataset" and not local:
+    kind = kinds.get(name)
+    if data_config.normalize == "zscore_dataset" and not kind.dataset_statistics:
         raise DataError(
             f"data.normalize='zscore_dataset' needs statistics computed at preparation, which "
             f"catalog datasets ({name}) do not have; use 'unit' or 'zscore_image'"
         )
-    _check_masks(data_config, local)
-    _check_resize(data_config)
-    _check_nonfinite_fill(data_config)
+    _check_masks(data_config, kind)
+    _check_resize(data_config, kind)
+    _check_nonfinite_fill(data_config, kind)
 
 
-def _check_masks(data_config: ml_collections.ConfigDict, local: bool) -> None:
+def _check_masks(data_config: ml_collections.ConfigDict, kind: kinds.DatasetKind) -> None:
     name, task, num_classes = data_config.name, data_config.task, data_config.num_classes
     threshold, ignore = data_config.mask_threshold, data_config.ignore_index
-    if task == "multilabel" and name == "image_folder" and data_config.mask_layout != "per_class":
+    if task == "multilabel" and kind.mask_layouts and data_config.mask_layout != "per_class":
         raise DataError(
             "data.task='multilabel' needs one binary mask per class: set "
             "data.mask_layout='per_class'"
@@ -207,7 +205,7 @@ def _check_masks(data_config: ml_collections.ConfigDict, local: bool) -> None:
     if threshold is not None:
         if not _is_int(threshold) or threshold < 0:
             raise DataError(f"data.mask_threshold={threshold!r}; expected an integer >= 0")
-        if not local or name == SYNTHETIC:
+        if not kind.image_files:
             raise DataError(
                 f"data.mask_threshold applies to mask files; {name} has none to threshold"
             )
@@ -221,7 +219,7 @@ def _check_masks(data_config: ml_collections.ConfigDict, local: bool) -> None:
         return
     if not _is_int(ignore) or not 0 <= ignore <= 255:
         raise DataError(f"data.ignore_index={ignore!r}; expected a mask value in 0..255")
-    if name == SYNTHETIC or name in ("isbi2012_em", "dsb2018_nuclei"):
+    if kind.binary:
         raise DataError(f"data.ignore_index is for multiclass masks; {name} is binary")
     if task in ("binary", "multilabel") or num_classes == 1:
         raise DataError(
@@ -229,7 +227,7 @@ def _check_masks(data_config: ml_collections.ConfigDict, local: bool) -> None:
             f"data.num_classes={num_classes} (a binary set with a void value is multiclass "
             "with num_classes=2)"
         )
-    if data_config.mask_layout == "per_class" and name == "image_folder":
+    if data_config.mask_layout == "per_class" and kind.mask_layouts:
         raise DataError("data.ignore_index is for single class-index masks, not per_class")
     if threshold is not None:
         raise DataError("data.ignore_index and data.mask_threshold exclude each other")
@@ -240,7 +238,7 @@ def _check_masks(data_config: ml_collections.ConfigDict, local: bool) -> None:
         )
 
 
-def _check_resize(data_config: ml_collections.ConfigDict) -> None:
+def _check_resize(data_config: ml_collections.ConfigDict, kind: kinds.DatasetKind) -> None:
     setting, name = data_config.resize, data_config.name
     if setting is None:
         return
@@ -249,9 +247,8 @@ def _check_resize(data_config: ml_collections.ConfigDict) -> None:
         raise DataError(error)
     if data_config.spatial_dims != 2:
         raise DataError(f"data.resize={setting!r} is for 2D images; spatial_dims is 3")
-    if name not in FOLDER_DATASETS:
-        hint = "set data.image_size" if name == SYNTHETIC else "resize when preparing it"
-        raise DataError(f"data.resize applies to folder datasets, not {name}; {hint}")
+    if not kind.image_files:
+        raise DataError(f"data.resize applies to folder datasets, not {name}; {kind.resize_hint}")
     smallest = resize.smallest_size(setting)
     for field in ("patch_size", "eval_patch_size"):
         size = data_config[field]
@@ -263,11 +260,11 @@ def _check_resize(data_config: ml_collections.ConfigDict) -> None:
             )
 
 
-def _check_nonfinite_fill(data_config: ml_collections.ConfigDict) -> None:
+def _check_nonfinite_fill(data_config: ml_collections.ConfigDict, kind: kinds.DatasetKind) -> None:
     fill = data_config.nonfinite_fill
     if fill is None:
         return
-    if data_config.name != "decathlon":
+    if not kind.nonfinite_fill:
         raise DataError(
             f"data.nonfinite_fill applies to decathlon volumes, not {data_config.name}; "
             "replace the non-finite values in the image files"

@@ -13,26 +13,12 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from unetjax.data import (
-    builder_configs,
-    builders,
-    catalog,
-    decathlon_builder,
-    summary,
-    validation,
-)
+from unetjax.data import catalog, kinds, samples, summary
 from unetjax.data import config as config_lib
 from unetjax.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-BUILDERS = {
-    "synthetic_cells": builders.SyntheticCells,
-    "image_folder": builders.ImageFolder,
-    "isbi2012_em": builders.Isbi2012Em,
-    "dsb2018_nuclei": builders.Dsb2018Nuclei,
-    "decathlon": decathlon_builder.Decathlon,
-}
 ACTIVATIONS = {"binary": "sigmoid", "multiclass": "softmax", "multilabel": "sigmoid"}
 
 
@@ -101,7 +87,7 @@ class Dataset:
 
     def split_name(self, split: str) -> str:
         """Our split names ("train", "validation", "test") as the dataset spells them."""
-        if self.config.name in BUILDERS or split not in SPLIT_KEYS:
+        if not self.kind.catalog or split not in SPLIT_KEYS:
             return split
         return self.config[SPLIT_KEYS[split]]
 
@@ -116,6 +102,11 @@ class Dataset:
             self._sources[name] = self.reader.as_data_source(split=name)
         return self._sources[name]
 
+    @property
+    def kind(self) -> kinds.DatasetKind:
+        """What unetjax knows about this `data.name` (builder, transforms, rules)."""
+        return kinds.get(self.config.name)
+
 
 def data_dir(data_config: ml_collections.ConfigDict) -> str:
     return data_config.data_dir or str(tfds.core.constants.DATA_DIR)
@@ -128,7 +119,8 @@ def prepare(data_config: ml_collections.ConfigDict, *, progress: bool = True) ->
     progress: a bar with an ETA while examples are written (only on a terminal).
     """
     config_lib.check(data_config)
-    if data_config.name not in BUILDERS:
+    kind = kinds.get(data_config.name)
+    if kind.catalog:
         reader = catalog.builder(data_config, data_dir(data_config))
         info = _catalog_info(data_config, reader)
         feature = reader.info.features[data_config.image_key]
@@ -136,7 +128,7 @@ def prepare(data_config: ml_collections.ConfigDict, *, progress: bool = True) ->
         dataset_summary = summary.catalog_summary(info, data_config, dtype)
         split_stems = None
     else:
-        reader = _build_or_load(data_config, progress=progress)
+        reader = _build_or_load(data_config, kind, progress=progress)
         metadata = dict(reader.info.metadata)
         split_sizes = {name: split.num_examples for name, split in reader.info.splits.items()}
         sizes = metadata["statistics"]["sizes"]
@@ -152,8 +144,8 @@ def prepare(data_config: ml_collections.ConfigDict, *, progress: bool = True) ->
             uniform_size={split: sizes[split]["uniform"] for split in split_sizes},
             ignore_index=metadata.get("ignore_index"),
         )
-        if data_config.name != "decathlon":  # its patch sampling pads small volumes (nnU-Net)
-            validation.check_patch_fits(
+        if not kind.pads_small_images:
+            samples.check_patch_fits(
                 metadata["min_shape"], data_config.patch_size, data_config.name
             )
         dataset_summary = summary.build(
@@ -162,7 +154,7 @@ def prepare(data_config: ml_collections.ConfigDict, *, progress: bool = True) ->
             data_config=data_config,
             split_sizes=split_sizes,
         )
-        _check_unit_range(dataset_summary, data_config)
+        _check_unit_range(dataset_summary, data_config, kind)
         split_stems = metadata.get("split_stems")
     _check_against_config(info, data_config)
     dataset = Dataset(
@@ -181,17 +173,18 @@ def _label_dims(features) -> int:
     return len(features["instances" if "instances" in features else "mask"].shape)
 
 
-def _check_unit_range(dataset_summary: dict, data_config: ml_collections.ConfigDict) -> None:
+def _check_unit_range(
+    dataset_summary: dict, data_config: ml_collections.ConfigDict, kind: kinds.DatasetKind
+) -> None:
     """Float images are used as they are under "unit": they must be in [0, 1].
 
-    decathlon volumes are stored normalised already (nnU-Net's CT / per-case z-score scheme,
-    docs/medical.md), so "unit" (as stored) is the only kind that applies to them.
+    A kind stored normalised already (volumes: nnU-Net's CT / per-case z-score scheme,
+    docs/medical.md) takes "unit" (as stored) only.
     """
-    if data_config.name == "decathlon":
+    if kind.normalised_when_built:
         if data_config.normalize != "unit":
             raise DataError(
-                f"data.normalize={data_config.normalize!r}: decathlon volumes are normalised "
-                "when the dataset is built (CT: clip and z-score; MR: per-case z-score); "
+                f"data.normalize={data_config.normalize!r}: {kind.normalised_when_built}; "
                 "leave data.normalize='unit'"
             )
         return
@@ -236,12 +229,12 @@ def _catalog_info(data_config, reader) -> DatasetInfo:
 
 
 def _build_or_load(
-    data_config: ml_collections.ConfigDict, *, progress: bool = True
+    data_config: ml_collections.ConfigDict, kind: kinds.DatasetKind, *, progress: bool = True
 ) -> tfds.core.DatasetBuilder:
-    builder_class = BUILDERS[data_config.name]
-    config_name, make_config = builder_configs.builder_config(data_config)
+    builder_class = kind.builder
+    config_name, make_config = kind.builder_config(data_config)
     dataset_dir = pathlib.Path(data_dir(data_config)) / builder_class.name
-    version_dir = dataset_dir / config_name / str(builders.VERSION)
+    version_dir = dataset_dir / config_name / str(builder_class.VERSION)
     if not (version_dir / "dataset_info.json").exists():
         builder_config = make_config(show_progress=progress)
         with _quiet_tfds():

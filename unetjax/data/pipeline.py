@@ -12,8 +12,8 @@ import grain
 import numpy as np
 from absl import flags
 
-from unetjax.data import catalog, examples, transforms, volume_transforms
-from unetjax.data.datasets import BUILDERS, Dataset
+from unetjax.data import catalog, transforms, weight_map
+from unetjax.data.datasets import Dataset
 from unetjax.data.errors import DataError
 
 
@@ -21,13 +21,13 @@ def _source(dataset: Dataset, split: str) -> grain.MapDataset:
     """A split as examples with image, mask and (if needed) instances."""
     data_config = dataset.config
     source = grain.MapDataset.source(dataset.source(split))
-    if data_config.name not in BUILDERS:
+    if dataset.kind.catalog:
         source = source.map(
             catalog.ToExample(data_config.image_key, data_config.mask_key, data_config.label_offset)
         )
     if data_config.border_weights and "instances" not in dataset.reader.info.features:
         source = source.map(
-            lambda e: {**e, "instances": examples.connected_components(e["mask"] > 0)}
+            lambda e: {**e, "instances": weight_map.connected_components(e["mask"] > 0)}
         )
     return source
 
@@ -51,19 +51,13 @@ def train_iterator(
     The iterator's `get_state()` is a JSON-serialisable dict; `set_state` resumes exactly.
     Resume with the same num_workers: the state's layout depends on it.
     """
-    data_config, info = dataset.config, dataset.info
+    data_config = dataset.config
     records = _shard(_source(dataset, "train"), process_index, process_count)
     if len(records) == 0:
         raise DataError(f"process {process_index} of {process_count} has no training examples")
     # Shard, then shuffle and repeat: each epoch of this shard in a new seeded order.
     records = records.shuffle(seed=seed).repeat(None)
-    if data_config.name == "decathlon":  # foreground-oversampled patches of volumes
-        transform = volume_transforms.VolumeTrainTransform(data_config)
-    else:
-        transform = transforms.TrainTransform(
-            data_config, info.task == "multilabel", dataset.normalization
-        )
-    records = records.random_map(transform, seed=seed)
+    records = records.random_map(dataset.kind.train_transform(dataset), seed=seed)
     batches = records.batch(batch_size, drop_remainder=True)
     read = grain.ReadOptions(
         num_threads=data_config.num_threads, prefetch_buffer_size=data_config.prefetch
@@ -118,16 +112,10 @@ def eval_batches(
 def _padded_batches(
     dataset: Dataset, split: str, batch_size: int, process_index: int, process_count: int
 ) -> Iterator[dict]:
-    data_config, info = dataset.config, dataset.info
+    data_config = dataset.config
     records = _source(dataset, split)
     num_batches = math.ceil(math.ceil(len(records) / process_count) / batch_size)
-    if data_config.name == "decathlon":  # crops padded with what lies outside a scan
-        transform = volume_transforms.VolumeEvalTransform(data_config)
-    else:
-        transform = transforms.EvalTransform(
-            data_config, info.task == "multilabel", dataset.normalization
-        )
-    records = records.map(transform)
+    records = records.map(dataset.kind.eval_transform(dataset))
     # The split's first example shapes the padding, even on a process left without examples.
     filler = {key: np.zeros_like(value) for key, value in records[0].items()}
     read = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=batch_size)

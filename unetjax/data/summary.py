@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unetjax.data import intensity, normalization, resize
+from unetjax.data import normalization, resize
 
 MAX_CLASSES_SHOWN = 8
 
@@ -149,11 +149,19 @@ def build(metadata: dict, *, name: str, data_config, split_sizes: dict[str, int]
         },
         # Volumes are normalised when they are written (decathlon): what was applied then.
         "prepared_normalization": (
-            intensity.describe(metadata["normalisation"], metadata.get("channel_names"))
+            _describe_prepared(metadata["normalisation"], metadata.get("channel_names"))
             if metadata.get("normalisation")
             else None
         ),
     }
+
+
+def _describe_prepared(normalisation: dict, channel_names: list[str] | None) -> str:
+    """The volumes kind's words for what it applied (imported here: the volumes package
+    builds on this module)."""
+    from unetjax.data.volumes import intensity
+
+    return intensity.describe(normalisation, channel_names)
 
 
 def _nonfinite_fill(metadata: dict) -> dict | None:

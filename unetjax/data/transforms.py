@@ -13,6 +13,7 @@ the (H, W) plane (volumes are often anisotropic along D).
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import grain
 import ml_collections
@@ -20,6 +21,9 @@ import numpy as np
 from scipy import ndimage
 
 from unetjax.data import normalization, weight_map
+
+if TYPE_CHECKING:
+    from unetjax.data.datasets import Dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,3 +268,13 @@ class EvalTransform(grain.transforms.Map, _Output):
             if key in element:
                 out[key] = np.asarray(element[key])
         return out
+
+
+def train_transform(dataset: "Dataset") -> TrainTransform:
+    """The training transform of the image kinds (folders, synthetic cells, catalog datasets)."""
+    return TrainTransform(dataset.config, dataset.info.task == "multilabel", dataset.normalization)
+
+
+def eval_transform(dataset: "Dataset") -> EvalTransform:
+    """The evaluation transform of the image kinds: full images or eval_patch_size crops."""
+    return EvalTransform(dataset.config, dataset.info.task == "multilabel", dataset.normalization)

@@ -9,6 +9,11 @@ import numpy as np
 from scipy import ndimage
 
 
+def connected_components(foreground: np.ndarray) -> np.ndarray:
+    """Instance labels (int32, 0 = background) as the connected components of a mask."""
+    return ndimage.label(foreground)[0].astype(np.int32)
+
+
 def class_balance(mask: np.ndarray) -> np.ndarray:
     """w_c: each class present weighs total / (classes present * its pixel count)."""
     classes, inverse, counts = np.unique(mask, return_inverse=True, return_counts=True)

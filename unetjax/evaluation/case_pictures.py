@@ -36,7 +36,8 @@ from matplotlib.patches import Patch
 from nibabel import orientations
 from scipy import ndimage
 
-from unetjax.data import medical_case, transforms
+from unetjax.data import transforms
+from unetjax.data.volumes import medical_case
 
 FALSE_NEGATIVE = (0x56 / 255, 0xB4 / 255, 0xE9 / 255)  # Okabe-Ito sky blue
 FALSE_POSITIVE = (0xF0 / 255, 0xE4 / 255, 0x42 / 255)  # Okabe-Ito yellow

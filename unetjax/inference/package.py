@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from unetjax import checkpoint, nested_unet, progress, rundir
-from unetjax.data import volume_preprocessing
+from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference import predictor as predictor_lib
 from unetjax.inference.deploy import deploy_choice
 

@@ -125,9 +125,9 @@ class Predictor:
     @property
     def takes_volumes(self) -> bool:
         """Whether the run was trained on NIfTI volumes (predicted with their geometry)."""
-        from unetjax.data import volume_preprocessing
+        from unetjax.data.volumes import preprocessing as volume_preprocessing
 
-        return self._data.get("name") == volume_preprocessing.DATASET_NAME
+        return volume_preprocessing.takes_volumes(self._data)
 
     def describe(self) -> str:
         return (

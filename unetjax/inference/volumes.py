@@ -22,9 +22,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from unetjax.data import image_io, medical_case, nifti_io
+from unetjax.data import image_io
 from unetjax.data.errors import DataError
-from unetjax.data.volume_preprocessing import VolumePreprocessing
+from unetjax.data.volumes import medical_case, nifti_io
+from unetjax.data.volumes.preprocessing import VolumePreprocessing
 from unetjax.inference.from_files import FileResult, predict_from_files, unique_names
 from unetjax.inference.predictor import Predictor
 from unetjax.inference.tiling import TileOptions

@@ -13,7 +13,7 @@ import ml_collections
 from flax import nnx
 
 from unetjax import checkpoint, rundir
-from unetjax.data import volume_preprocessing
+from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference.predictor import EXPORT_KEY, load_predictor
 from unetjax.nested_unet import Mode
 

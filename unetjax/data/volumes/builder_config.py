@@ -2,17 +2,17 @@
 
 The built dataset's name is a fingerprint of the folder (every file's path, size and mtime) and
 of the options that change what is written, so a changed folder or option builds anew and an
-unchanged one is opened as it is. Scanning and checking the folder (`decathlon_builder.make_config`)
+unchanged one is opened as it is. Scanning and checking the folder (`builder.make_config`)
 only runs when that name is not built yet.
 """
 
-import pathlib
 from collections.abc import Callable
 
 import ml_collections
 
-from unetjax.data import decathlon_builder, folder
+from unetjax.data import samples
 from unetjax.data.errors import DataError
+from unetjax.data.volumes import builder
 
 # The config.data fields that change the built files.
 OPTIONS = (
@@ -39,9 +39,10 @@ def case_lists(data_config: ml_collections.ConfigDict) -> dict[str, tuple[str, .
 
 
 def builder_config(
-    data_config: ml_collections.ConfigDict, root: pathlib.Path
-) -> tuple[str, Callable[[], decathlon_builder.DecathlonConfig]]:
-    """The builder config's name and a function that scans `root` and makes the config."""
+    data_config: ml_collections.ConfigDict,
+) -> tuple[str, Callable[[], builder.DecathlonConfig]]:
+    """The builder config's name and a function that scans data.manual_dir and makes the config."""
+    root = samples.source_root(data_config)
     spacing = data_config.target_spacing
     if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
         raise DataError(
@@ -49,10 +50,10 @@ def builder_config(
             "= (superior, anterior, right), or None for the training set's median"
         )
     options = {key: data_config[key] for key in OPTIONS}
-    name = folder.built_name(root, options)
+    name = samples.built_name(root, options)
 
-    def make(show_progress: bool = True) -> decathlon_builder.DecathlonConfig:
-        return decathlon_builder.make_config(
+    def make(show_progress: bool = True) -> builder.DecathlonConfig:
+        return builder.make_config(
             root,
             name=name,
             target_spacing=None if spacing is None else tuple(float(s) for s in spacing),

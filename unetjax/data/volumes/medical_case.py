@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 from nibabel import orientations
 
-from unetjax.data import nifti_io, resample
 from unetjax.data.errors import DataError
-from unetjax.data.intensity import Normalisation
+from unetjax.data.volumes import nifti_io, resample
+from unetjax.data.volumes.intensity import VolumeNormalisation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +130,7 @@ def to_training_grid(
     affine: np.ndarray,
     *,
     spacing: Sequence[float],
-    normalisation: Normalisation,
+    normalisation: VolumeNormalisation,
     image_order: int = 3,
     label_order: int = 1,
 ) -> tuple[np.ndarray, np.ndarray | None]:

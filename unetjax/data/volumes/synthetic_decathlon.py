@@ -7,7 +7,7 @@ millimetres ("organ", with a smaller "lesion" inside it when there are three cla
 two channels are a CT-like int16 image in HU and an MR-like float image with a bias field.
 Deterministic for a seed; a few cases take well under a second to write.
 
-    python -m unetjax.data.synthetic_decathlon /tmp/syn_msd --num-training 6
+    python -m unetjax.data.volumes.synthetic_decathlon /tmp/syn_msd --num-training 6
 """
 
 import argparse

@@ -2,7 +2,8 @@
 label map, one class kept: the shared TotalSegmentator CT as liver vs background for a short
 real 3D run (configs/decathlon_liver.py, docs/medical.md).
 
-    python -m unetjax.data.msd_from_labelmap ../shared/data/totalsegmentator_ct /tmp/liver_msd
+    python -m unetjax.data.volumes.msd_from_labelmap \
+        ../shared/data/totalsegmentator_ct /tmp/liver_msd
 
 The shared folder is not in the MSD layout and holds one labelled subject (example_ct_sm with
 example_seg, 30 slices). The image and labels are cut into `slabs` runs of consecutive slices
@@ -24,8 +25,8 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from unetjax.data import nifti_io
 from unetjax.data.errors import DataError
+from unetjax.data.volumes import nifti_io
 
 # TotalSegmentator v2 "total" task ids (the shared README).
 LIVER = 5

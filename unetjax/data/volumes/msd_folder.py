@@ -23,8 +23,9 @@ import re
 
 import numpy as np
 
-from unetjax.data import image_io, nifti_io
+from unetjax.data import image_io
 from unetjax.data.errors import DataError
+from unetjax.data.volumes import nifti_io
 
 
 @dataclasses.dataclass(frozen=True)

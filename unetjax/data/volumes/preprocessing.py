@@ -18,12 +18,12 @@ import pathlib
 
 import ml_collections
 
-from unetjax.data import datasets, intensity
+from unetjax.data import datasets, kinds
+from unetjax.data.volumes import intensity
 
 logger = logging.getLogger(__name__)
 
 FILE = "preprocessing.json"
-DATASET_NAME = "decathlon"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class VolumePreprocessing:
     """
 
     target_spacing: tuple[float, float, float]
-    normalisation: intensity.Normalisation
+    normalisation: intensity.VolumeNormalisation
     channel_names: tuple[str, ...]
     class_names: tuple[str, ...]
     image_order: int = 3
@@ -66,7 +66,7 @@ class VolumePreprocessing:
         """From `to_dict`, or from the decathlon dataset's metadata (the same keys and more)."""
         return cls(
             target_spacing=tuple(float(s) for s in values["target_spacing"]),
-            normalisation=intensity.Normalisation.from_dict(values["normalisation"]),
+            normalisation=intensity.VolumeNormalisation.from_dict(values["normalisation"]),
             channel_names=tuple(values["channel_names"]),
             class_names=tuple(values["class_names"]),
             image_order=int(values.get("image_order", 3)),
@@ -75,10 +75,16 @@ class VolumePreprocessing:
         )
 
 
+def takes_volumes(data_config: ml_collections.ConfigDict | dict | None) -> bool:
+    """Whether a run's `config.data` names a dataset of volumes (so it predicts NIfTI files
+    with their geometry and keeps preprocessing.json)."""
+    return data_config is not None and kinds.get(data_config.get("name")).takes_volumes
+
+
 def save_for_run(workdir: str | os.PathLike, dataset: datasets.Dataset) -> pathlib.Path | None:
-    """Writes preprocessing.json into `workdir` for a decathlon dataset (atomically);
+    """Writes preprocessing.json into `workdir` for a dataset of volumes (atomically);
     other datasets have nothing to store and write nothing. Returns the path written."""
-    if dataset.config.name != DATASET_NAME:
+    if not dataset.kind.takes_volumes:
         return None
     preprocessing = VolumePreprocessing.from_dict(dict(dataset.reader.info.metadata))
     path = pathlib.Path(workdir) / FILE
@@ -97,7 +103,7 @@ def load_for_run(
     if path.is_file():
         return VolumePreprocessing.from_dict(json.loads(path.read_text()))
     data_config = config.get("data")
-    if data_config is None or data_config.get("name") != DATASET_NAME:
+    if not takes_volumes(data_config):
         raise ValueError(
             f"{model_dir}: no {FILE} and the run was not trained on the decathlon dataset; "
             "expected a run trained on NIfTI volumes (data.name='decathlon')"

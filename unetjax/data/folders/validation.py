@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from unetjax import progress
-from unetjax.data import examples, image_io, mask_rule, resize, summary
+from unetjax.data import image_io, mask_rule, resize, summary
 from unetjax.data.errors import DataError
-from unetjax.data.folder import Sample
+from unetjax.data.folders import examples
+from unetjax.data.samples import Sample, check_patch_fits
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +35,6 @@ class Summary:
     source_sizes: dict[str, dict]
     task_rule: str
     exif_oriented: int = 0
-
-
-def check_patch_fits(min_shape: dict[str, Sequence[int]], patch_size: Sequence[int], name: str):
-    """Training images must hold a whole patch: padding would teach the model a false border."""
-    shape = min_shape.get("train")
-    if shape is not None and any(s < p for s, p in zip(shape, patch_size, strict=True)):
-        raise DataError(
-            f"{name}: the smallest training image is {tuple(shape)}, smaller than the patch "
-            f"{tuple(patch_size)}; expected images at least the patch size (or a smaller patch)"
-        )
 
 
 def validate(

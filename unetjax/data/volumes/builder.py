@@ -29,18 +29,16 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from unetjax import progress
-from unetjax.data import (
-    builders,
-    decathlon,
-    folder,
+from unetjax.data import local_builder, samples, summary
+from unetjax.data.errors import DataError
+from unetjax.data.volumes import (
     intensity,
     medical_case,
+    msd_folder,
     nifti_io,
     patch_sampling,
     resample,
-    summary,
 )
-from unetjax.data.errors import DataError
 
 STATS_FILE = "intensity_stats.json"
 SUMMARY_FILE = "dataset_summary.json"
@@ -53,13 +51,13 @@ class DecathlonConfig(tfds.core.BuilderConfig):
 
     Attributes:
       splits: split name -> labelled cases.
-      normalisation: `intensity.Normalisation.to_dict()`, from the train split.
+      normalisation: `intensity.VolumeNormalisation.to_dict()`, from the train split.
       summary: the dataset summary (see `summarise`).
       nonfinite_fill: the value non-finite voxels are replaced by (data.nonfinite_fill);
         None makes them an error.
     """
 
-    splits: dict[str, list[decathlon.Case]] = dataclasses.field(default_factory=dict)
+    splits: dict[str, list[msd_folder.Case]] = dataclasses.field(default_factory=dict)
     channel_names: tuple[str, ...] = ()
     labels: dict[str, int] = dataclasses.field(default_factory=dict)
     target_spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -97,7 +95,7 @@ def _case_seed(seed: int, case_id: str) -> list[int]:
 
 
 def compute_normalisation(
-    cases: Sequence[decathlon.Case],
+    cases: Sequence[msd_folder.Case],
     channel_names: Sequence[str],
     *,
     nonzero_only: bool = False,
@@ -105,7 +103,7 @@ def compute_normalisation(
     seed: int = 0,
     nonfinite_fill: float | None = None,
     show_progress: bool = False,
-) -> intensity.Normalisation:
+) -> intensity.VolumeNormalisation:
     """Per-channel schemes from the channel names; `ct` statistics from `cases`' foreground
     (read once per case, with a progress bar on a terminal if asked)."""
     schemes = tuple(intensity.scheme_for_channel(name) for name in channel_names)
@@ -131,7 +129,7 @@ def compute_normalisation(
     stats = tuple(
         intensity.ct_statistics(values[c]) if s == "ct" else None for c, s in enumerate(schemes)
     )
-    return intensity.Normalisation(schemes, stats, nonzero_only)
+    return intensity.VolumeNormalisation(schemes, stats, nonzero_only)
 
 
 def _spread(rows: list[Sequence[float]]) -> dict:
@@ -142,7 +140,7 @@ def _spread(rows: list[Sequence[float]]) -> dict:
     }
 
 
-def summarise(dataset: decathlon.DecathlonDataset, splits: dict, spacing: Sequence[float]) -> dict:
+def summarise(dataset: msd_folder.DecathlonDataset, splits: dict, spacing: Sequence[float]) -> dict:
     """Per case and overall: orientation, spacing and shape before (RAS) and after."""
     cases = []
     for split, split_cases in splits.items():
@@ -188,13 +186,13 @@ def make_config(
 ) -> DecathlonConfig:
     """Scans and checks `root`, splits the labelled cases, and computes the target spacing
     (the train split's median, nnU-Net's rule; or the one given) and the ct statistics."""
-    dataset = decathlon.scan(pathlib.Path(root))
+    dataset = msd_folder.scan(pathlib.Path(root))
     if len(dataset.labels) > 256:
         raise DataError(f"{root}: {len(dataset.labels)} labels; the mask is uint8 (at most 256)")
-    samples = [folder.Sample(c.case_id, c.images[0], (c.label,)) for c in dataset.training]
+    training = [samples.Sample(c.case_id, c.images[0], (c.label,)) for c in dataset.training]
     by_id = {c.case_id: c for c in dataset.training}
-    sample_splits = folder.split_samples(
-        samples,
+    sample_splits = samples.split_samples(
+        training,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         seed=seed,
@@ -226,7 +224,7 @@ def make_config(
     logging.info("decathlon %s: target spacing %s mm", dataset.name, spacing)
     return DecathlonConfig(
         name=name,
-        version=builders.VERSION,
+        version=local_builder.VERSION,
         splits=splits,
         channel_names=dataset.channel_names,
         labels=dataset.labels,
@@ -240,7 +238,7 @@ def make_config(
     )
 
 
-class Decathlon(builders._LocalBuilder):
+class Decathlon(local_builder.LocalBuilder):
     """Medical Segmentation Decathlon / nnU-Net format volumes, in RAS at one spacing."""
 
     EXAMPLE_UNIT = "volume"
@@ -253,7 +251,7 @@ class Decathlon(builders._LocalBuilder):
             shape = case["shape_after"]
             old = min_shape.get(case["split"], shape)
             min_shape[case["split"]] = [min(a, b) for a, b in zip(old, shape, strict=True)]
-        metadata = builders.build_metadata(
+        metadata = local_builder.build_metadata(
             "multiclass",
             len(class_names),
             len(config.channel_names),
@@ -290,9 +288,9 @@ class Decathlon(builders._LocalBuilder):
             for split, cases in config.splits.items()
         }
 
-    def _generate_examples(self, cases: list[decathlon.Case]):
+    def _generate_examples(self, cases: list[msd_folder.Case]):
         config: DecathlonConfig = self.builder_config
-        normalisation = intensity.Normalisation.from_dict(config.normalisation)
+        normalisation = intensity.VolumeNormalisation.from_dict(config.normalisation)
         for case in cases:
             loaded = medical_case.read_case_image(
                 case.images,

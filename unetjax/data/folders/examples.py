@@ -4,11 +4,11 @@ import dataclasses
 import pathlib
 
 import numpy as np
-from scipy import ndimage
 
 from unetjax.data import image_io, mask_rule, resize
 from unetjax.data.errors import DataError
-from unetjax.data.folder import Sample
+from unetjax.data.samples import Sample
+from unetjax.data.weight_map import connected_components
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,11 +54,6 @@ def read_raw(sample: Sample, spec: LabelSpec) -> tuple[np.ndarray, list]:
                 f"{sample.image}, {image.shape[:-1]}"
             )
     return image, masks
-
-
-def connected_components(foreground: np.ndarray) -> np.ndarray:
-    """Instance labels (int32, 0 = background) as the connected components of a mask."""
-    return ndimage.label(foreground)[0].astype(np.int32)
 
 
 def labels_from_raw(sample: Sample, masks: list[np.ndarray], spec: LabelSpec) -> dict:

@@ -98,9 +98,10 @@ def zscore_case(channel: np.ndarray, nonzero_only: bool = False) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class Normalisation:
-    """How each input channel is normalised, with what `ct` needs: stored with the run so
-    that predict and evaluate apply exactly what training saw.
+class VolumeNormalisation:
+    """How each channel of a volume is normalised (nnU-Net's per-channel schemes), with what
+    `ct` needs: stored with the run so that predict and evaluate apply exactly what training
+    saw. Not the 2D images' `data.normalize` (`unetjax.data.normalization`).
 
     Attributes:
       schemes: per channel, "ct" or "zscore".
@@ -144,7 +145,7 @@ class Normalisation:
         }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Normalisation":
+    def from_dict(cls, values: dict) -> "VolumeNormalisation":
         return cls(
             schemes=tuple(values["schemes"]),
             stats=tuple(ForegroundStats.from_dict(s) if s else None for s in values["stats"]),
@@ -153,8 +154,8 @@ class Normalisation:
 
 
 def describe(normalisation: dict, channel_names: Sequence[str] | None = None) -> str:
-    """What `Normalisation.from_dict(normalisation)` does to each channel, in words."""
-    described = Normalisation.from_dict(normalisation)
+    """What `VolumeNormalisation.from_dict(normalisation)` does to each channel, in words."""
+    described = VolumeNormalisation.from_dict(normalisation)
     names = list(channel_names or []) or [f"channel {c}" for c in range(len(described.schemes))]
     parts = []
     for name, scheme, stats in zip(names, described.schemes, described.stats, strict=True):

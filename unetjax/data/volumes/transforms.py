@@ -23,12 +23,17 @@ case's spacing and id passed on for per-case metrics in mm.
 """
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import grain
 import ml_collections
 import numpy as np
 
-from unetjax.data import patch_sampling, transforms
+from unetjax.data import transforms
+from unetjax.data.volumes import patch_sampling
+
+if TYPE_CHECKING:
+    from unetjax.data.datasets import Dataset
 
 
 def pad_to_shape(
@@ -124,3 +129,13 @@ class VolumeEvalTransform(grain.transforms.Map):
         for key in transforms.EVAL_PASSTHROUGH:
             out[key] = np.asarray(element[key])
         return out
+
+
+def train_transform(dataset: "Dataset") -> VolumeTrainTransform:
+    """The volumes' training transform: foreground-oversampled patches."""
+    return VolumeTrainTransform(dataset.config)
+
+
+def eval_transform(dataset: "Dataset") -> VolumeEvalTransform:
+    """The volumes' evaluation transform: crops padded with what lies outside a scan."""
+    return VolumeEvalTransform(dataset.config)
