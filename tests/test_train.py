@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from configs import tiny
-from unetjax import checkpoint, losses, nested_unet, rundir, train
+from unetjax import checkpoint, losses, nested_unet, rundir, stopping, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
         return total * np.nan, per_head
 
     monkeypatch.setattr(losses, "deep_supervision_loss", nan_loss)
-    with pytest.raises(train.NonFiniteLossError, match=r"at step 5; .* \(step 4\) is kept"):
+    with pytest.raises(stopping.NonFiniteLossError, match=r"at step 5; .* \(step 4\) is kept"):
         train.train_and_evaluate(
             tiny_config(data_dir, num_steps=8, eval_every=8, checkpoint_every=2), workdir
         )

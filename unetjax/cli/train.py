@@ -64,13 +64,13 @@ def main(argv: list[str]) -> int:
     # Imported after parsing, so `--help` and argument errors answer at once.
     import tensorflow_datasets as tfds
 
-    from unetjax import train
+    from unetjax import stopping, train
     from unetjax.evaluation.tables import validation_table
 
     tfds.disable_progress_bar()
     try:
         result = train.train_and_evaluate(config, workdir)
-    except train.NonFiniteLossError as error:
+    except stopping.NonFiniteLossError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return common.EXIT_FAILED
     if result.complete:
