@@ -160,7 +160,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         donate_argnums=(0,),
         compiler_options=layers.compiler_options(),
     )
-    validation = _validation_evaluator(config, dataset, graphdef, head_depths, 2**graph_depth)
+    validation = validation_evaluator(config, dataset, graphdef, head_depths, 2**graph_depth)
 
     train_iter = data.train_iterator(
         dataset,
@@ -201,14 +201,16 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     )
 
 
-def _validation_evaluator(
+def validation_evaluator(
     config: ml_collections.ConfigDict,
     dataset: data.Dataset,
     graphdef,
     head_depths: tuple[int, ...],
     align: int,
+    **options,
 ) -> evaluator.Evaluator:
-    """Every head and accurate mode on the validation split, as `evaluate` scores them."""
+    """Every head and accurate mode on the validation split, as `evaluate` scores them.
+    `options` go to `evaluator.Evaluator` (e.g. per_case=True)."""
     network = evaluator.Network(
         steps.eval_forward(graphdef),
         evaluator.training_settings(head_depths),
@@ -231,7 +233,7 @@ def _validation_evaluator(
         batch_size=config.train.eval_batch_size,
         tile=tile,
         thresholds=(config.train.eval_threshold,),
-        num_shown=config.train.num_overlays if jax.process_index() == 0 else 0,
+        **{"num_shown": config.train.num_overlays if jax.process_index() == 0 else 0, **options},
     )
 
 

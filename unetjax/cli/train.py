@@ -73,7 +73,12 @@ def main(argv: list[str]) -> int:
     except stopping.NonFiniteLossError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return common.EXIT_FAILED
-    if result.complete:
+    if result.complete and result.stopped_early:
+        print(
+            f"{workdir} stopped early at step {result.step} (train.early_stopping_patience); "
+            "raise --config.train.early_stopping_patience to train on, or use another --workdir"
+        )
+    elif result.complete:
         print(
             f"{workdir} is complete: trained to step {result.step} (train.num_steps); "
             "raise --config.train.num_steps to train on, or use another --workdir"
