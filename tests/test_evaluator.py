@@ -126,15 +126,16 @@ def test_full_size_validation_counts_every_pixel_but_the_void_ones(void_run):
     workdir, _, written = void_run
     scores = training_validation(workdir)
     splits = json.loads((pathlib.Path(workdir) / "splits.json").read_text())
-    masks = [written[stem]["mask"] for stem in splits["validation"]]
+    kept = [np.count_nonzero(written[stem]["mask"] != VOID) for stem in splits["validation"]]
     counted = scores.counts.sum(axis=-1)  # (N, settings, thresholds, classes): tp+fp+fn+tn
-    for mask, per_case in zip(masks, counted, strict=True):
-        np.testing.assert_array_equal(per_case, np.count_nonzero(mask != VOID))
+    assert np.all(counted == counted[:, :1, :1, :1])  # every setting and class counts them all
+    assert sorted(counted[:, 0, 0, 0]) == sorted(kept)
 
 
 def test_varied_size_validation_overlays_each_image_at_its_own_size(void_run):
     workdir, _, written = void_run
     splits = json.loads((pathlib.Path(workdir) / "splits.json").read_text())
-    first = written[splits["validation"][0]]["image"]
+    sizes = {written[stem]["image"].shape for stem in splits["validation"]}
     overlay = np.asarray(Image.open(os.path.join(workdir, "overlays", "step_4", "0.png")))
-    assert overlay.shape[:2] == (first.shape[0], 3 * first.shape[1])  # image, truth, prediction
+    height, width = overlay.shape[0], overlay.shape[1] // 3  # image, truth, prediction
+    assert (height, width) in sizes and (height % 4 or width % 4)
