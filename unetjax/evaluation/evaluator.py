@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from unetjax import data, layers, losses, parallel
+from unetjax import data, layers, losses, parallel, steps
 from unetjax.evaluation import counts, heads, scoring
 from unetjax.inference import tiling
 from unetjax.inference.tiling import TileOptions
@@ -254,8 +254,9 @@ class Evaluator(abc.ABC):
 class BatchedEvaluator(Evaluator):
     """Stacked batches of `batch_size` (over all processes), sharded over the devices."""
 
-    def __init__(self, network: Network, dataset: data.Dataset, split: str, *, batch_size: int,
-                 **options):  # fmt: skip
+    def __init__(
+        self, network: Network, dataset: data.Dataset, split: str, *, batch_size: int, **options
+    ):
         super().__init__(network, dataset, split, **options)
         self.mesh = parallel.make_mesh()
         # Padding samples fill a batch up to a multiple of the devices.
@@ -289,7 +290,7 @@ class BatchedEvaluator(Evaluator):
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         ):
-            inputs = {key: batch[key] for key in ("image", "mask", "weight") if key in batch}
+            inputs = {key: batch[key] for key in steps.BATCH_KEYS if key in batch}
             sizes = inputs["image"].shape[1:-1]
             inputs["image"] = _pad_batch(inputs["image"], self.network.align)
             scores = self._step(state, parallel.shard_batch(inputs, self.mesh), sizes)
@@ -318,8 +319,15 @@ class FullSizeEvaluator(Evaluator):
     tile: overlap-tile settings (None: the whole image at once, padded to a size bucket).
     """
 
-    def __init__(self, network: Network, dataset: data.Dataset, split: str, *,
-                 tile: TileOptions | None, **options):  # fmt: skip
+    def __init__(
+        self,
+        network: Network,
+        dataset: data.Dataset,
+        split: str,
+        *,
+        tile: TileOptions | None,
+        **options,
+    ):
         super().__init__(network, dataset, split, **options)
         self.tile = tile
 
