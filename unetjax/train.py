@@ -1,8 +1,11 @@
 """The training loop: data-parallel jit steps, evaluation per head, checkpoints with exact resume.
 
-`train_and_evaluate(config, workdir)` is all train.py calls. Rerunning it on the same workdir
-continues from the latest checkpoint, with the data iterator where it was, and ends with the
-same parameters as an uninterrupted run.
+`train_and_evaluate(config, workdir)` is all train.py calls. It sets up once (`_setup`: data,
+model, compiled step, the validation evaluator, the restored checkpoint), then each step of the
+loop trains and runs the periodic actions, as flax's imagenet loop does: log, validate (with
+overlays), save, stop early. Rerunning it on the same workdir continues from the latest
+checkpoint, with the data iterator and the early-stopping counters where they were, and ends
+with the same parameters, at the same step, as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -101,9 +104,9 @@ class _Run:
     mesh: jax.sharding.Mesh
     head_depths: tuple[int, ...]
     state: steps.TrainState
-    train_step: Any
+    train_step: Any  # jit: (state, batch) -> (state, step metrics)
     validation: evaluator.Evaluator
-    train_iter: Any
+    train_iter: Any  # the data pipeline's iterator, with get_state / set_state
     manager: checkpoint.CheckpointManager
     early_stopping: stopping.EarlyStopping
     resumed_from: int | None
