@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from configs import tiny
-from unetjax import checkpoint, losses, nested_unet, rundir, train
+from unetjax import checkpoint, losses, nested_unet, rundir, stopping, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
         return total * np.nan, per_head
 
     monkeypatch.setattr(losses, "deep_supervision_loss", nan_loss)
-    with pytest.raises(train.NonFiniteLossError, match=r"at step 5; .* \(step 4\) is kept"):
+    with pytest.raises(stopping.NonFiniteLossError, match=r"at step 5; .* \(step 4\) is kept"):
         train.train_and_evaluate(
             tiny_config(data_dir, num_steps=8, eval_every=8, checkpoint_every=2), workdir
         )
@@ -108,6 +108,48 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     after = saved_params(workdir)
     for path, value in good.items():
         np.testing.assert_array_equal(after[path], value)
+
+
+def test_a_nan_loss_before_any_checkpoint_says_that_none_was_saved(tmp_path, data_dir, monkeypatch):
+    real_loss = losses.deep_supervision_loss
+
+    def nan_loss(*args, **kwargs):
+        total, per_head = real_loss(*args, **kwargs)
+        return total * np.nan, per_head
+
+    monkeypatch.setattr(losses, "deep_supervision_loss", nan_loss)
+    with pytest.raises(stopping.NonFiniteLossError) as error:
+        train.train_and_evaluate(tiny_config(data_dir, num_steps=4), str(tmp_path / "run"))
+    message = str(error.value)
+    assert "at step 1;" in message and "no checkpoint had been saved yet" in message
+    assert "None" not in message
+
+
+def test_an_interrupted_run_stops_early_at_the_step_an_uninterrupted_run_stops(tmp_path, data_dir):
+    # The highest validation loss as the best: it is soon not bettered, so the counters decide.
+    stop_early = {
+        "num_steps": 16,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+        "best_metric": "loss",
+        "best_mode": "max",
+        "early_stopping_patience": 2,
+    }
+    straight = train.train_and_evaluate(
+        tiny_config(data_dir, **stop_early), str(tmp_path / "straight")
+    )
+    assert straight.stopped_early and straight.step < 16
+
+    resumed = str(tmp_path / "resumed")
+    first = train.train_and_evaluate(
+        tiny_config(data_dir, stop_after_steps=straight.step - 1, **stop_early), resumed
+    )
+    assert first.interrupted and first.step == straight.step - 1
+    second = train.train_and_evaluate(tiny_config(data_dir, **stop_early), resumed)
+    assert second.stopped_early and second.step == straight.step
+    # Rerun once more: an early-stopped run stays stopped.
+    again = train.train_and_evaluate(tiny_config(data_dir, **stop_early), resumed)
+    assert again.complete and again.stopped_early and again.step == straight.step
 
 
 TRAIN_SCRIPT = textwrap.dedent(

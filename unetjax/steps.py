@@ -7,7 +7,6 @@ The model is split once into a static `graphdef` and pytrees of state (flax's pe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import flax.struct
 import jax
@@ -16,7 +15,6 @@ import optax
 from flax import nnx
 
 from unetjax import losses
-from unetjax.evaluation import counts
 from unetjax.nested_unet import NestedUNet, accurate_mean
 
 Batch = dict[str, jax.Array]
@@ -107,50 +105,15 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(
-    graphdef: nnx.GraphDef,
-    *,
-    output_activation: str = "sigmoid",
-    threshold: float = 0.5,
-    ignore_index: int | None = None,
-) -> Callable[[TrainState, Batch], dict[str, Any]]:
-    """Per image: the loss of every head (batch, heads), and confusion counts of every head
-    (heads, batch, classes, 4) and of accurate mode, the mean of all heads' probabilities."""
+def eval_forward(graphdef: nnx.GraphDef) -> Callable:
+    """Pure (state, images) -> (probabilities (B, *spatial, H + 1, K) of every head and then of
+    accurate mode, the mean of all heads; the heads' logits, for the loss): what training
+    validates (`evaluation.evaluator.training_settings`)."""
 
-    def eval_step(state: TrainState, batch: Batch) -> dict[str, Any]:
+    def forward(state: TrainState, images: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         model = merge_model(graphdef, state)
-        head_logits = model(batch["image"], train=False)
-        per_example = jax.vmap(
-            lambda logits, mask, weight: losses.deep_supervision_loss(
-                tuple(h[None] for h in logits),
-                mask[None],
-                output_activation=output_activation,
-                weight=None if weight is None else weight[None],
-                ignore_index=ignore_index,
-            )[1]
-        )(head_logits, batch["mask"], batch.get("weight"))
+        head_logits = tuple(model(images, train=False))
         probabilities = [model.probabilities(logits) for logits in head_logits]
-        head_counts = [
-            counts.confusion_counts(
-                p,
-                batch["mask"],
-                output_activation=output_activation,
-                threshold=threshold,
-                ignore_index=ignore_index,
-            )
-            for p in probabilities
-        ]
-        accurate_counts = counts.confusion_counts(
-            accurate_mean(probabilities),
-            batch["mask"],
-            output_activation=output_activation,
-            threshold=threshold,
-            ignore_index=ignore_index,
-        )
-        return {
-            "loss_per_head": per_example,
-            "counts_per_head": jnp.stack(head_counts),
-            "accurate_counts": accurate_counts,
-        }
+        return jnp.stack([*probabilities, accurate_mean(probabilities)], axis=-2), head_logits
 
-    return eval_step
+    return forward

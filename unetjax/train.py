@@ -1,22 +1,21 @@
 """The training loop: data-parallel jit steps, evaluation per head, checkpoints with exact resume.
 
-`train_and_evaluate(config, workdir)` is all train.py calls. Rerunning it on the same workdir
-continues from the latest checkpoint, with the data iterator where it was, and ends with the
-same parameters as an uninterrupted run.
+`train_and_evaluate(config, workdir)` is all train.py calls. It sets up once (`_setup`: data,
+model, compiled step, the validation evaluator, the restored checkpoint), then each step of the
+loop trains and runs the periodic actions, as flax's imagenet loop does: log, validate (with
+overlays), save, stop early. Rerunning it on the same workdir continues from the latest
+checkpoint, with the data iterator and the early-stopping counters where they were, and ends
+with the same parameters, at the same step, as an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import signal
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from jax.experimental import multihost_utils
 
 from unetjax import (
@@ -29,16 +28,14 @@ from unetjax import (
     parallel,
     rundir,
     steps,
+    stopping,
 )
 from unetjax.data.volumes import preprocessing as volume_preprocessing
-from unetjax.evaluation import full_size, heads, names
+from unetjax.evaluation import evaluator, names
+from unetjax.inference.tiling import TileOptions
 from unetjax.logs import MetricWriter, ProgressReporter, save_overlays
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last checkpoint holds the last good state."""
 
 
 @dataclasses.dataclass
@@ -97,95 +94,27 @@ def _state_dict(state: steps.TrainState) -> dict[str, Any]:
     }
 
 
-class _StopSignal:
-    """Turns SIGINT / SIGTERM into a flag the loop checks between steps."""
+@dataclasses.dataclass
+class _Run:
+    """What the loop needs, set up once: data, the compiled step, the evaluator, checkpoints."""
 
-    def __init__(self):
-        self.received: str | None = None
-        self.signum: int | None = None
-
-    def __call__(self, signum, frame):
-        self.received, self.signum = signal.Signals(signum).name, signum
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_StopSignal]:
-        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    config: ml_collections.ConfigDict
+    workdir: str
+    dataset: data.Dataset
+    mesh: jax.sharding.Mesh
+    head_depths: tuple[int, ...]
+    state: steps.TrainState
+    train_step: Any  # jit: (state, batch) -> (state, step metrics)
+    validation: evaluator.Evaluator
+    train_iter: Any  # the data pipeline's iterator, with get_state / set_state
+    manager: checkpoint.CheckpointManager
+    early_stopping: stopping.EarlyStopping
+    resumed_from: int | None
 
 
-def full_size_validation(dataset: data.Dataset) -> bool:
-    """Whether validation images differ in size and are scored whole (no eval_patch_size)."""
-    return (
-        dataset.config.eval_patch_size is None
-        and dataset.info.uniform_size.get("validation") is False
-    )
-
-
-def evaluate(
-    eval_step,
-    state: steps.TrainState,
-    dataset: data.Dataset,
-    config: ml_collections.ConfigDict,
-    mesh: jax.sharding.Mesh,
-    head_depths: tuple[int, ...],
-    split: str,
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Validation loss, IoU, Dice and accuracy per head and in accurate mode over `split`."""
-    if full_size_validation(dataset):
-        return eval_step(state)
-    local_batch = config.train.eval_batch_size // jax.process_count()
-    losses, head_counts, accurate_counts, first_batch = [], [], [], None
-    for batch in data.eval_batches(
-        dataset,
-        split,
-        batch_size=local_batch,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    ):
-        valid = batch.pop("valid")
-        if first_batch is None:
-            first_batch = {key: value[valid] for key, value in batch.items()}
-        inputs = {key: batch[key] for key in steps.BATCH_KEYS if key in batch}
-        outputs = eval_step(state, parallel.shard_batch(inputs, mesh))
-        outputs = multihost_utils.process_allgather(outputs, tiled=True)
-        valid = multihost_utils.process_allgather(valid, tiled=True)
-        losses.append(np.asarray(outputs["loss_per_head"])[valid])
-        head_counts.append(np.asarray(outputs["counts_per_head"])[:, valid])
-        accurate_counts.append(np.asarray(outputs["accurate_counts"])[valid])
-    if not losses:
-        raise ValueError(f"the {split!r} split of {config.data.name!r} is empty")
-    results = heads.summarize_heads(
-        np.concatenate(losses),
-        np.concatenate(head_counts, axis=1),
-        np.concatenate(accurate_counts),
-        head_depths,
-        output_activation=config.model.output_activation,
-    )
-    return results, first_batch
-
-
-def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, wait_for_lock: bool = False
-) -> TrainResult:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one; holds
-    the directory's lock (`rundir.run_lock`): another training there is refused or waited for."""
-    rundir.check_workdir(workdir)
-    train_config = config.train
-    if train_config.distributed:
-        parallel.initialize_distributed(
-            train_config.coordinator_address, train_config.num_processes, train_config.process_id
-        )
-    if jax.process_index() != 0:  # the other processes of one training share its lock
-        return _train_and_evaluate(config, workdir)
-    with rundir.run_lock(workdir, wait=wait_for_lock):
-        return _train_and_evaluate(config, workdir)
-
-
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+    """Checks the run directory, prepares the data, builds the model, compiles the step and
+    restores the latest checkpoint (parameters, iterator, early-stopping counters)."""
     config = rundir.absolute_paths(config)
     rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
     encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
@@ -214,45 +143,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trai
     del model
     replicated = parallel.replicated(mesh)
     state = jax.device_put(state, replicated)
-
-    train_iter = data.train_iterator(
-        dataset,
-        batch_size=local_batch,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    manager = checkpoint.CheckpointManager(
-        rundir.checkpoint_dir(workdir),
-        keep_latest=train_config.keep_latest,
-        best_metric=train_config.best_metric or None,
-        best_mode=train_config.best_mode,
-    )
-    resumed_from = manager.latest_step()
-    if resumed_from is not None:
-        restored, data_state = manager.restore(_state_dict(state))
-        state = steps.TrainState(**restored)
-        train_iter.set_state(data_state)
-        logger.info(
-            "resuming from the checkpoint of step %d in %s", resumed_from, manager.directory
-        )
-        if resumed_from >= train_config.num_steps:
-            manager.close()
-            final = rundir.last_record(workdir, split="val") or {}
-            return TrainResult(
-                resumed_from,
-                {k: v for k, v in final.items() if k not in ("step", "split")},
-                head_depths,
-                resumed_from=resumed_from,
-                complete=True,
-            )
-    if jax.process_index() == 0:
-        rundir.save_config(workdir, config)
-        rundir.save_json(workdir, rundir.DATASET_SUMMARY_FILE, dataset.summary)
-        if dataset.split_stems is not None:
-            rundir.save_json(workdir, rundir.SPLITS_FILE, dataset.split_stems)
-        volume_preprocessing.save_for_run(workdir, dataset)  # spacing, intensity (volumes)
-
     train_step = jax.jit(
         steps.make_train_step(
             graphdef,
@@ -267,130 +157,205 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trai
         donate_argnums=(0,),
         compiler_options=layers.compiler_options(),
     )
-    eval_step = jax.jit(
-        steps.make_eval_step(
-            graphdef,
-            output_activation=info.output_activation,
-            threshold=train_config.eval_threshold,
-            ignore_index=info.ignore_index,
-        ),
-        compiler_options=layers.compiler_options(),
+    validation = validation_evaluator(config, dataset, graphdef, head_depths, 2**graph_depth)
+
+    train_iter = data.train_iterator(
+        dataset,
+        batch_size=local_batch,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
-    if full_size_validation(dataset):
-        all_heads = full_size.all_heads_function(graphdef, info.output_activation)
+    manager = checkpoint.CheckpointManager(
+        rundir.checkpoint_dir(workdir),
+        keep_latest=train_config.keep_latest,
+        best_metric=train_config.best_metric or None,
+        best_mode=train_config.best_mode,
+    )
+    early_stopping = stopping.EarlyStopping(train_config)
+    resumed_from = manager.latest_step()
+    if resumed_from is not None:
+        restored, data_state = manager.restore(_state_dict(state))
+        state = steps.TrainState(**restored)
+        early_stopping.restore(data_state.pop(stopping.EarlyStopping.CHECKPOINT_KEY, None))
+        train_iter.set_state(data_state)
+        logger.info(
+            "resuming from the checkpoint of step %d in %s", resumed_from, manager.directory
+        )
+    return _Run(
+        config,
+        workdir,
+        dataset,
+        mesh,
+        head_depths,
+        state,
+        train_step,
+        validation,
+        train_iter,
+        manager,
+        early_stopping,
+        resumed_from,
+    )
+
+
+def validation_evaluator(
+    config: ml_collections.ConfigDict,
+    dataset: data.Dataset,
+    graphdef,
+    head_depths: tuple[int, ...],
+    align: int,
+    **options,
+) -> evaluator.Evaluator:
+    """Every head and accurate mode on the validation split, as `evaluate` scores them.
+    `options` go to `evaluator.Evaluator` (e.g. per_case=True)."""
+    network = evaluator.Network(
+        steps.eval_forward(graphdef),
+        evaluator.training_settings(head_depths),
+        dataset.info.output_activation,
+        align,
+        num_losses=len(head_depths),
+    )
+    tile = None
+    if dataset.scored_at_full_size("validation"):
+        tile = TileOptions(max(config.data.patch_size))
         logger.info(
             "validation images vary in size: each is scored at full size, overlap-tiled with "
             "%d-pixel tiles",
-            max(config.data.patch_size),
+            tile.tile,
         )
+    return evaluator.make(
+        network,
+        dataset,
+        "validation",
+        batch_size=config.train.eval_batch_size,
+        tile=tile,
+        thresholds=(config.train.eval_threshold,),
+        **{"num_shown": config.train.num_overlays if jax.process_index() == 0 else 0, **options},
+    )
 
-        def eval_step(state):  # the full-size pass: a whole validation pass per call
-            return full_size.validate(
-                all_heads,
-                state.params,
-                state.model_state,
-                dataset,
-                "validation",
-                head_depths,
-                output_activation=info.output_activation,
-                threshold=train_config.eval_threshold,
-                tile=max(config.data.patch_size),
-                align=2**graph_depth,
-            )
+
+def _validate(
+    run: _Run, step: int, writer: MetricWriter, progress: ProgressReporter
+) -> dict[str, float]:
+    """Scores the validation split, logs it and writes the overlays; returns the metrics."""
+    scores = run.validation.run(run.state)
+    metrics = scores.head_metrics(run.head_depths)
+    writer.write(step, metrics, prefix="val")
+    if scores.shown is not None:
+        save_overlays(
+            run.workdir,
+            step,
+            scores.shown,
+            scores.shown["probabilities"][..., -1, :],  # accurate mode, the last setting
+            output_activation=run.dataset.info.output_activation,
+        )
+    progress.note(
+        f"step {step}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("iou"))
+    )
+    return metrics
+
+
+def _save(run: _Run, step: int, scores: dict[str, float] | None) -> None:
+    data_state = {
+        **run.train_iter.get_state(),
+        stopping.EarlyStopping.CHECKPOINT_KEY: run.early_stopping.state(),
+    }
+    run.manager.save(step, _state_dict(run.state), data_state, scores)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, wait_for_lock: bool = False
+) -> TrainResult:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one; holds
+    the directory's lock (`rundir.run_lock`): another training there is refused or waited for."""
+    rundir.check_workdir(workdir)
+    train_config = config.train
+    if train_config.distributed:
+        parallel.initialize_distributed(
+            train_config.coordinator_address, train_config.num_processes, train_config.process_id
+        )
+    if jax.process_index() != 0:  # the other processes of one training share its lock
+        return _train(config, workdir)
+    with rundir.run_lock(workdir, wait=wait_for_lock):
+        return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+    run = _setup(config, workdir)
+    config, train_config, manager = run.config, run.config.train, run.manager
+    start = int(run.state.step)
+    result = TrainResult(start, {}, run.head_depths, resumed_from=run.resumed_from)
+    if run.resumed_from is not None and (
+        run.resumed_from >= train_config.num_steps or run.early_stopping.exhausted
+    ):
+        manager.close()
+        final = rundir.last_record(workdir, split="val") or {}
+        result.eval_metrics = {k: v for k, v in final.items() if k not in ("step", "split")}
+        result.complete, result.stopped_early = True, run.early_stopping.exhausted
+        return result
+    if jax.process_index() == 0:
+        rundir.save_config(workdir, config)
+        rundir.save_json(workdir, rundir.DATASET_SUMMARY_FILE, run.dataset.summary)
+        if run.dataset.split_stems is not None:
+            rundir.save_json(workdir, rundir.SPLITS_FILE, run.dataset.split_stems)
+        volume_preprocessing.save_for_run(workdir, run.dataset)  # spacing, intensity (volumes)
 
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-    start = int(state.step)
     progress = ProgressReporter(
         start,
         train_config.num_steps,
         train_config.batch_size,
-        head_depths,
+        run.head_depths,
         bar=train_config.progress_bar,
     )
-    eval_metrics: dict[str, float] = {}
-    best, evals_since_best = None, 0
-    result = TrainResult(start, eval_metrics, head_depths, resumed_from=resumed_from)
-
-    def check_finite(step: int, step_metrics: dict[str, jax.Array]) -> None:
-        if not bool(step_metrics["finite"]):
-            raise NonFiniteLossError(
-                f"non-finite loss ({float(step_metrics['loss'])}) at step {step}; training "
-                f"stopped and the last good checkpoint (step {manager.latest_step()}) is kept"
-            )
-
-    stop = _StopSignal()
+    every = lambda step, period: step % period == 0 or step == train_config.num_steps  # noqa: E731
+    stop = stopping.StopSignal()
     try:
         with stop.installed():
             step, previous = start, None
             for step in range(start + 1, train_config.num_steps + 1):
-                batch = parallel.shard_batch(next(train_iter), mesh)
-                state, step_metrics = train_step(state, batch)
+                batch = parallel.shard_batch(next(run.train_iter), run.mesh)
+                run.state, step_metrics = run.train_step(run.state, batch)
                 if previous is not None:  # the step before, read while this one computes
-                    check_finite(*previous)
+                    stopping.check_finite(*previous, manager.latest_step())
                 previous = (step, step_metrics)
                 progress.update(step)
-                is_last = step == train_config.num_steps
                 budget = train_config.stop_after_steps
-                if budget and step - start >= budget and not is_last:
+                if budget and step - start >= budget and step != train_config.num_steps:
                     stop.received = stop.received or f"the step budget of {budget}"
                 # One reading per step: a signal that lands after it stops the next step, so
                 # the decision to save and the decision to stop always agree.
-                stopping = stop.received
-                log_now = step % train_config.log_every == 0 or is_last
-                eval_now = step % train_config.eval_every == 0 or is_last
-                save_now = step % train_config.checkpoint_every == 0 or eval_now or stopping
+                stop_reason = stop.received
+                log_now = every(step, train_config.log_every)
+                eval_now = every(step, train_config.eval_every)
+                save_now = every(step, train_config.checkpoint_every) or eval_now or stop_reason
                 if log_now or save_now:
-                    check_finite(step, step_metrics)
+                    stopping.check_finite(step, step_metrics, manager.latest_step())
                 if log_now:
                     writer.write(step, progress.log_values(step, step_metrics), prefix="train")
                 scores = None
                 if eval_now:
-                    eval_metrics, shown = evaluate(
-                        eval_step, state, dataset, config, mesh, head_depths, "validation"
-                    )
-                    writer.write(step, eval_metrics, prefix="val")
-                    if train_config.num_overlays and jax.process_index() == 0:
-                        images = shown["image"][: train_config.num_overlays]
-                        model = steps.merge_model(graphdef, state)
-                        save_overlays(
-                            workdir,
-                            step,
-                            shown,
-                            np.asarray(model.predict(images, mode="accurate")),
-                            output_activation=info.output_activation,
-                        )
-                    progress.note(
-                        f"step {step}: "
-                        + ", ".join(
-                            f"{k} {v:.4f}" for k, v in eval_metrics.items() if k.startswith("iou")
-                        )
-                    )
-                    scores = dict(eval_metrics)
+                    scores = _validate(run, step, writer, progress)
+                    result.eval_metrics = scores
+                    run.early_stopping.update(scores)
                 if save_now:
-                    manager.save(step, _state_dict(state), train_iter.get_state(), scores)
-                if scores is not None and train_config.best_metric:
-                    value = scores[train_config.best_metric]
-                    better = best is None or (
-                        value > best if train_config.best_mode == "max" else value < best
-                    )
-                    best, evals_since_best = (value, 0) if better else (best, evals_since_best + 1)
-                    patience = train_config.early_stopping_patience
-                    if patience and evals_since_best >= patience:
-                        progress.note(
-                            f"early stopping at step {step}: no better "
-                            f"{train_config.best_metric} in {patience} evaluations"
-                        )
-                        result.stopped_early = True
-                        break
-                if stopping:
+                    _save(run, step, dict(scores) if scores is not None else None)
+                if scores is not None and run.early_stopping.exhausted:
                     progress.note(
-                        f"stopped by {stopping} at step {step}: checkpoint saved; "
+                        f"early stopping at step {step}: no better {train_config.best_metric} "
+                        f"in {train_config.early_stopping_patience} evaluations"
+                    )
+                    result.stopped_early = True
+                    break
+                if stop_reason:
+                    progress.note(
+                        f"stopped by {stop_reason} at step {step}: checkpoint saved; "
                         "rerun the same command to resume"
                     )
                     result.interrupted, result.stop_signal = True, stop.signum
                     break
             result.step = step
-            result.eval_metrics = eval_metrics
     finally:
         progress.close()
         manager.wait_until_finished()

@@ -10,9 +10,8 @@ split, picks the best by IoU per depth and mode, and reports the evaluated split
 Writes into <output>: per_case.csv (one row per case x depth x mode x class, every metric:
 Dice, IoU, precision, recall, HD95, ASSD, NSD; object F1 and PQ where the data has instances),
 summary.json (mean, sd, median, n and a 95% bootstrap CI per metric, setting and class),
-evaluation.json, evaluation.md, figures as PNG and SVG: pruning (Dice against latency, CI
-error bars) and per_case (the distribution per setting), and report.html: one self-contained
-page with these, the per-case table (sortable) and pictures of the --report-cases worst cases.
+evaluation.json, evaluation.md, and figures as PNG and SVG: pruning (Dice against latency, CI
+error bars) and per_case (the distribution per setting).
 With --latency-budget-ms (and --sweep), also writes <model>/deploy.json: the most accurate
 setting whose latency (at --image-size, default a validation image's) fits the budget, which
 export and predict then use by default.
@@ -21,23 +20,13 @@ export and predict then use by default.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import jax
-import numpy as np
-
-from unetjax import data, inference, progress, rundir
+from unetjax import rundir
 from unetjax.cli import common
-from unetjax.evaluation import case_pictures, reports, scoring
-from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
-from unetjax.inference.deploy import deploy_choice
 
-SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 SPLITS = ("train", "validation", "test")
 
 
@@ -94,239 +83,59 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _counts_fn(
-    output_activation: str, thresholds: Sequence[float], *, jit: bool, ignore_index: int | None
-) -> Callable:
-    """(probabilities, mask) -> counts (B, T, K, 4) at every threshold; jitted for batches of
-    one shape, eager for images of varied sizes (a compile per size would cost more)."""
-    counts = functools.partial(
-        counts_at_thresholds,
-        output_activation=output_activation,
-        thresholds=tuple(thresholds),
-        ignore_index=ignore_index,
-    )
-    return jax.jit(counts) if jit else counts
-
-
-def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], np.ndarray]:
-    """(B, *spatial, C) -> probabilities, for any spatial size (sizes that are not multiples
-    of 2^D are padded to a size bucket, so a split of varied sizes compiles a few shapes)."""
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        aligned = all(s % predictor.align == 0 for s in images.shape[1:-1])
-        if tile is None and aligned and len(images) > 1:
-            return predictor.predict_batch(images)
-        return np.stack(
-            [predictor.predict(image, tile=tile, bucket=True, normalized=True) for image in images]
-        )
-
-    return predict
-
-
-def split_batches(dataset: data.Dataset, split: str, batch_size: int):
-    """The split as batches: stacked when its images share a size (or are centre-cropped),
-    else one full-size image at a time (a batch of one)."""
-    if dataset.config.eval_patch_size is None and dataset.info.uniform_size.get(split) is False:
-        for example in data.eval_examples(dataset, split):
-            yield {key: np.asarray([value]) for key, value in example.items()}
-        return
-    yield from data.eval_batches(dataset, split, batch_size=batch_size)
-
-
-def split_pass(
-    predict,
-    dataset: data.Dataset,
-    split: str,
-    counts_fn,
-    batch_size: int,
-    score=None,
-    *,
-    show_progress: bool = False,
-    desc: str | None = None,
-):
-    """Counts (N, T, K, 4) over the split's valid images, the first image (for timing), and,
-    with `score(probabilities, batch, case_ids)`, the per-case rows it returns."""
-    gathered, first, rows, seen = [], None, [], 0
-    bar = progress.bar(
-        total=dataset.info.split_sizes.get(dataset.split_name(split)),
-        unit="image",
-        desc=desc,
-        enabled=show_progress,
-        leave=False,
-    )
-    for batch in split_batches(dataset, split, batch_size):
-        probabilities = predict(batch["image"])
-        counts = np.asarray(counts_fn(probabilities, batch["mask"]))
-        gathered.append(counts[batch["valid"]])
-        if score is not None:
-            rows += score(np.asarray(probabilities), batch, scoring.case_ids(batch, split, seen))
-        seen += int(batch["valid"].sum())
-        bar.update(int(batch["valid"].sum()))
-        if first is None:
-            first = batch["image"][:1]
-    bar.close()
-    if first is None or not seen:
-        raise ValueError(f"split {split!r} has no images")
-    return np.concatenate(gathered), first, rows
-
-
-def latency_ms(predict, image: np.ndarray, repeats: int) -> float:
-    """Median wall time of one image's prediction (compiled first; results fetched to host)."""
-    predict(image)
-    times = []
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        np.asarray(predict(image))
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def _scores(counts: np.ndarray, output_activation: str) -> dict[str, float]:
-    summary = summarize_counts(counts, output_activation=output_activation)
-    return {
-        key: float(summary[key])
-        for key in ("iou", "iou_std", "dice", "dice_std", "accuracy", "accuracy_std")
-    }
-
-
-def scored_text(data_config, tile: int) -> str:
-    """What each case's metrics were computed on, for every table and figure."""
-    if data_config.get("eval_patch_size"):
-        return f"centre crops of {tuple(data_config.eval_patch_size)}"
-    return "full images" + (f", overlap-tiled with {tile}-pixel tiles" if tile else "")
-
-
 def evaluate(args: argparse.Namespace) -> dict:
-    config = rundir.load_config(args.model)
-    data_config = config.data
+    """The report of the command's model and split (`pruning.pruning_table`)."""
+    from unetjax.evaluation import pruning
+
+    data_config = rundir.load_config(args.model).data
     if args.data_dir:
         data_config.data_dir = os.path.abspath(args.data_dir)
     if args.manual_dir:
         data_config.manual_dir = os.path.abspath(args.manual_dir)
-    output_activation = config.model.output_activation
-    sigmoid = output_activation == "sigmoid"
-    threshold = args.threshold
-    if threshold is None:
-        threshold = float(config.get("train", {}).get("eval_threshold", 0.5))
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    settings = inference.available_settings(config)
-    depths = sorted({d for d, _ in settings})
-    if args.depths:
-        depths = [int(d) for d in args.depths.split(",")]
-    wanted = [(d, m) for d in depths for m in modes if (d, m) in settings]
-    missing = [(d, m) for d in depths for m in modes if (d, m) not in settings]
-    if missing:
-        print(f"evaluate: {args.model} cannot serve {missing}; skipping them", file=sys.stderr)
-    if not wanted:
-        raise ValueError(f"nothing to evaluate: {args.model} serves {settings}")
+    return pruning.pruning_table(
+        args.model,
+        split=args.split,
+        depths=[int(d) for d in args.depths.split(",")] if args.depths else None,
+        modes=[m.strip() for m in args.modes.split(",") if m.strip()],
+        step=args.step,
+        threshold=args.threshold,
+        sweep=args.sweep,
+        batch_size=args.batch_size,
+        tile=args.tile,
+        dtype=args.dtype,
+        repeats=args.repeats,
+        image_size=args.image_size,
+        data_config=data_config,
+        nsd_tolerance=args.nsd_tolerance,
+        report_cases=args.report_cases,
+        progress=args.progress,
+    )
 
-    dataset = data.prepare(data_config, progress=args.progress)
-    thresholds = [threshold] + (
-        [t for t in SWEEP if t != threshold] if args.sweep and sigmoid else []
-    )
-    varied = data_config.eval_patch_size is None and (
-        dataset.info.uniform_size.get(args.split) is False
-        or (args.sweep and dataset.info.uniform_size.get("validation") is False)
-    )
-    counts_fn = _counts_fn(
-        output_activation,
-        thresholds if sigmoid else [threshold],
-        jit=not varied,
-        ignore_index=dataset.info.ignore_index,
-    )
-    if varied and not args.tile and inference.default_tile(config):
-        # Whole images of many sizes: tiles of the training patch size, compiled once.
-        args.tile = max(inference.default_tile(config))
-    tile = common.tile_options(args.tile, batch_size=args.batch_size)
-    rows, case_rows = [], []
-    pictures = case_pictures.Collector(args.report_cases)
-    for depth, mode in wanted:
-        predictor = inference.load_predictor(
-            args.model, depth=depth, mode=mode, step=args.step, dtype=args.dtype
-        )
-        predict = _predict_fn(predictor, tile)
-        score = functools.partial(
-            scoring.batch_rows,
-            split=args.split,
-            depth=depth,
-            mode=mode,
-            output_activation=output_activation,
-            threshold=threshold,
-            nsd_tolerance=args.nsd_tolerance,
-            ignore_index=dataset.info.ignore_index,
-            pictures=pictures,
-        )
-        counts, first, setting_cases = split_pass(
-            predict,
-            dataset,
-            args.split,
-            counts_fn,
-            args.batch_size,
-            lambda p, b, ids, score=score: score(p, b, case_ids=ids),
-            show_progress=args.progress,
-            desc=f"L{depth} {mode}",
-        )
-        case_rows += setting_cases
-        timing_image = deploy_choice.timing_image(args.image_size, first)
-        row = {
-            "depth": depth,
-            "mode": mode,
-            "params": predictor.num_params,
-            "num_images": int(counts.shape[0]),
-            "threshold": threshold,
-            **_scores(counts[:, 0], output_activation),
-            "latency_ms": latency_ms(predict, timing_image, args.repeats),
-        }
-        if len(thresholds) > 1:
-            validation = counts
-            if args.split != "validation":
-                validation, _, _ = split_pass(
-                    predict,
-                    dataset,
-                    "validation",
-                    counts_fn,
-                    args.batch_size,
-                    show_progress=args.progress,
-                    desc=f"L{depth} {mode} sweep",
-                )
-            sweep_iou = [
-                _scores(validation[:, i], output_activation)["iou"] for i in range(len(thresholds))
-            ]
-            best = int(np.argmax(sweep_iou))
-            row["sweep"] = {
-                "best_threshold": thresholds[best],
-                "validation_iou": sweep_iou[best],
-                "validation_iou_by_threshold": dict(
-                    zip(map(str, thresholds), sweep_iou, strict=True)
-                ),
-                "split_scores": _scores(counts[:, best], output_activation),
-            }
-        print(
-            f"evaluate: L{depth} {mode}: IoU {row['iou']:.4f}, Dice {row['dice']:.4f}, "
-            f"{row['params']:,} params, {row['latency_ms']:.2f} ms/image"
-        )
-        rows.append(row)
-    swept = {(r["depth"], r["mode"]): r["sweep"]["best_threshold"] for r in rows if "sweep" in r}
-    if swept:
-        rundir.save_thresholds(args.model, predictor.step, "validation", swept)
-    return {
-        "model": os.path.abspath(args.model),
-        "step": predictor.step,
-        "split": args.split,
-        "architecture": config.model.architecture,
-        "output_activation": output_activation,
-        "threshold": threshold,
-        "dtype": predictor.spec.dtype.__name__ if predictor.spec.dtype else "float32",
-        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
-        "tile": args.tile or None,
-        "scored": scored_text(config.data, args.tile),
-        "latency": f"batch 1, median of {args.repeats} calls after compilation, host transfer "
-        "included",
-        "latency_image_size": list(timing_image.shape[1:-1]),
-        "results": rows,
-        "case_rows": case_rows,
-        "case_pictures": pictures,
+
+def write_reports(report: dict, args: argparse.Namespace) -> None:
+    """Every file the command writes: the reports, the swept thresholds, the deploy choice."""
+    from unetjax.evaluation import reports
+    from unetjax.inference.deploy import deploy_choice
+
+    output = args.output or os.path.join(args.model, f"eval_{args.split}")
+    written = reports.write(report, output)
+    with open(os.path.join(output, reports.TABLE_FILE)) as f:
+        print(f.read())
+    print(f"evaluate: wrote {', '.join(written)} to {output}")
+    swept = {
+        (r["depth"], r["mode"]): r["sweep"]["best_threshold"]
+        for r in report["results"]
+        if "sweep" in r
     }
+    if swept:
+        rundir.save_thresholds(args.model, report["step"], "validation", swept)
+    if args.latency_budget_ms is not None:
+        choice = deploy_choice.choose(report, args.latency_budget_ms, report["latency_image_size"])
+        path = deploy_choice.write(args.model, choice)
+        print(
+            f"evaluate: chose L{choice['depth']} {choice['mode']}: "
+            f"{deploy_choice.describe(choice, path)}"
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -335,18 +144,15 @@ def main(argv: list[str]) -> int:
         raise common.UsageError("--latency-budget-ms picks by validation IoU: add --sweep")
     common.configure_logging()
     report = evaluate(args)
-    output = args.output or os.path.join(args.model, f"eval_{args.split}")
-    written = reports.write(report, output)
-    with open(os.path.join(output, reports.TABLE_FILE)) as f:
-        print(f.read())
-    print(f"evaluate: wrote {', '.join(written)} to {output}")
-    if args.latency_budget_ms is not None:
-        choice = deploy_choice.choose(report, args.latency_budget_ms, report["latency_image_size"])
-        path = deploy_choice.write(args.model, choice)
+    if report["skipped"]:
+        print(f"evaluate: {args.model} cannot serve {report['skipped']}; skipped them",
+              file=sys.stderr)  # fmt: skip
+    for row in report["results"]:
         print(
-            f"evaluate: chose L{choice['depth']} {choice['mode']}: "
-            f"{deploy_choice.describe(choice, path)}"
+            f"evaluate: L{row['depth']} {row['mode']}: IoU {row['iou']:.4f}, "
+            f"Dice {row['dice']:.4f}, {row['params']:,} params, {row['latency_ms']:.2f} ms/image"
         )
+    write_reports(report, args)
     return common.EXIT_OK
 
 

@@ -75,16 +75,21 @@ def main(argv: list[str]) -> int:
     # Imported after parsing, so `--help` and argument errors answer at once.
     import tensorflow_datasets as tfds
 
-    from unetjax import train
+    from unetjax import stopping, train
     from unetjax.evaluation.tables import validation_table
 
     tfds.disable_progress_bar()
     try:
         result = train.train_and_evaluate(config, workdir, wait_for_lock=wait_for_lock)
-    except train.NonFiniteLossError as error:
+    except stopping.NonFiniteLossError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return common.EXIT_FAILED
-    if result.complete:
+    if result.complete and result.stopped_early:
+        print(
+            f"{workdir} stopped early at step {result.step} (train.early_stopping_patience); "
+            "raise --config.train.early_stopping_patience to train on, or use another --workdir"
+        )
+    elif result.complete:
         print(
             f"{workdir} is complete: trained to step {result.step} (train.num_steps); "
             "raise --config.train.num_steps to train on, or use another --workdir"

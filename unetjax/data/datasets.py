@@ -85,6 +85,11 @@ class Dataset:
         """{"kind", "mean", "std"}: the normalisation the pipelines apply (see `summary`)."""
         return self.summary["normalization"]
 
+    def scored_at_full_size(self, split: str) -> bool:
+        """Whether `split` is scored one whole image at a time (`eval_examples`): its images
+        differ in size and no data.eval_patch_size crops them to one (`eval_batches` stacks)."""
+        return self.config.eval_patch_size is None and self.info.uniform_size.get(split) is False
+
     def split_name(self, split: str) -> str:
         """Our split names ("train", "validation", "test") as the dataset spells them."""
         if not self.kind.catalog or split not in SPLIT_KEYS:

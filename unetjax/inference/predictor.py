@@ -205,12 +205,8 @@ class Predictor:
         return mean_over_flips(predict, batch, self.flips(tta), flip)[0]
 
     def _predict_one(self, image: np.ndarray, tile: TileOptions | None, bucket: bool) -> np.ndarray:
-        if tile is None:
-            pad = tiling.pad_to_bucket if bucket else tiling.pad_to_multiple
-            padded, crop = pad(image, self.align)
-            return self.predict_batch(padded[None])[0][crop]
-        return tiling.predict_with_options(
-            self.predict_batch, image, tile, align=self.align, fixed_shape=bucket
+        return tiling.predict_image(
+            self.predict_batch, image, tile, align=self.align, bucket=bucket
         )
 
     @property

@@ -234,6 +234,23 @@ def predict_with_options(
     )
 
 
+def predict_image(
+    predict_fn: PredictFn,
+    image: np.ndarray,
+    tile: TileOptions | None,
+    *,
+    align: int,
+    bucket: bool = False,
+) -> np.ndarray:
+    """Probabilities (*spatial, K) of one image (*spatial, C) of any size, as `predict` gives
+    them: whole (mirror-padded at its end to a multiple of `align`, or with `bucket` to a size
+    bucket, and cropped back), or with `tile` tile by tile (with `bucket`, fixed-shape tiles)."""
+    if tile is None:
+        padded, crop = (pad_to_bucket if bucket else pad_to_multiple)(image, align)
+        return np.asarray(predict_fn(padded[None]))[0][crop]
+    return predict_with_options(predict_fn, image, tile, align=align, fixed_shape=bucket)
+
+
 def _blend_tiles(
     predict_fn: PredictFn,
     padded: np.ndarray,
