@@ -130,6 +130,8 @@ def env_step(args: argparse.Namespace) -> dict[str, Any]:
         "driver": args.driver or "none (no NVIDIA driver)",
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
+        # float32 convolutions in TF32: torch's default for cuDNN, as XLA's default precision.
+        "torch_conv_tf32": torch.backends.cudnn.allow_tf32 if cuda else None,
         "python": sys.version.split()[0],
         "versions": {name: version(name) for name in VERSIONS if version(name)},
     }
@@ -201,7 +203,8 @@ def header_lines(env: dict[str, Any] | None, tests: dict[str, Any] | None) -> li
     versions = ", ".join(f"{name} {value}" for name, value in env["versions"].items())
     lines += [
         f"- device: {env['jax_device']} (torch: {env['torch_device']}), driver {env['driver']}, "
-        f"CUDA {env['cuda']}, cuDNN {env['cudnn']}",
+        f"CUDA {env['cuda']}, cuDNN {env['cudnn']}, torch's float32 convolutions in TF32: "
+        f"{env.get('torch_conv_tf32')}",
         f"- versions: python {env['python']}, {versions}",
         f"- date: {env['date']}",
     ]
