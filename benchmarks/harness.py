@@ -117,6 +117,16 @@ def device_peak_bytes() -> int | None:
     return int(stats["peak_bytes_in_use"])
 
 
+def own_peak_mib(before: int | None) -> float | None:
+    """The allocator's peak (MiB) after a measurement when the measurement raised it above
+    `before` (`device_peak_bytes()` read just before it), so that the peak is its own; else None
+    (its own peak was lower than an earlier one's, and JAX cannot reset the high-water mark)."""
+    after = device_peak_bytes()
+    if after is None or (before is not None and after <= before):
+        return None
+    return after / 2**20
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:

@@ -5,6 +5,7 @@ Imported only in the processes that time a peer, so the rest of the package neve
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +16,20 @@ from benchmarks.train_throughput import parse_shape
 from unetjax import graph as graph_lib
 from unetjax.graph import Graph, Resample
 
-PEERS = ("plain", "monai", "smp")
+# Peer name -> (network, bfloat16 autocast, torch.compile). `--dtype bfloat16` autocasts all.
+PEER_VARIANTS = {
+    "plain": ("plain", False, False),
+    "monai": ("monai", False, False),
+    "monai_amp": ("monai", True, False),
+    "monai_compile_amp": ("monai", True, True),
+    "smp": ("smp", False, False),
+}
+PEERS = tuple(PEER_VARIANTS)
+
+
+def peer_dtype(peer: str, dtype: str) -> str:
+    """The precision a peer computes in: bfloat16 for the AMP variants, else `dtype`."""
+    return "bfloat16" if PEER_VARIANTS[peer][1] else dtype
 
 
 def torch_modules():
@@ -89,9 +103,13 @@ def make_torch_nested_unet(
     return TorchNestedUNet()
 
 
-def make_peer(peer: str, base_filters: int, depth: int | None = None):
-    """The peer network; `depth` prunes the plain UNet++ to head L alone (None: all 4 heads)."""
+def make_peer(peer: str, base_filters: int, depth: int | None = None, spatial_dims: int = 2):
+    """The peer network (eager; `PEER_VARIANTS` names its network); `depth` prunes the plain
+    UNet++ to head L alone (None: all 4 heads)."""
     filters = tuple(base_filters * 2**level for level in range(5))
+    peer = PEER_VARIANTS[peer][0] if peer in PEER_VARIANTS else peer
+    if spatial_dims != 2 and peer != "monai":
+        raise ValueError(f"peer {peer!r} is 2D only; 3D shapes need a MONAI peer")
     if peer == "plain":
         graph = graph_lib.build_graph("unet_plusplus", 4)
         if depth is not None:
@@ -101,7 +119,7 @@ def make_peer(peer: str, base_filters: int, depth: int | None = None):
         from monai.networks.nets import BasicUNetPlusPlus
 
         return BasicUNetPlusPlus(
-            spatial_dims=2,
+            spatial_dims=spatial_dims,
             in_channels=1,
             out_channels=1,
             features=(*filters, filters[0]),
@@ -137,26 +155,50 @@ def torch_loss(logits, mask):
     return 0.5 * bce + 1 - dice.mean()
 
 
-def time_torch(call: Callable[[], Any], *, warmup: int, repeats: int, cuda: bool) -> float:
-    """Median seconds per call, synchronising CUDA around each timed call."""
+def time_torch(
+    call: Callable[[], Any], *, warmup: int, repeats: int, cuda: bool
+) -> tuple[float, float]:
+    """Seconds of the first call (`torch.compile` compiles in it) and the median seconds of
+    `repeats` calls after `warmup` more, synchronising CUDA around each timed call."""
     torch, _, _ = torch_modules()
-    for _ in range(warmup):
-        call()
-    if cuda:
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
+
+    def timed() -> float:
         start = time.perf_counter()
         call()
         if cuda:
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        return time.perf_counter() - start
+
+    if cuda:
+        torch.cuda.synchronize()
+    first = timed()
+    for _ in range(warmup):
+        call()
+    times = [timed() for _ in range(repeats)]
+    return first, float(np.median(times))
 
 
-def torch_train_seconds(model, spatial, batch_size, *, device, dtype, warmup, repeats) -> float:
+def prepare(model, *, device, compile_backend: str | None, train: bool):
+    """The model on `device` in train or eval mode, and what to call: it, or `torch.compile` of
+    it (dynamo's caches reset first, so each shape compiles as a fresh program would)."""
     torch, _, _ = torch_modules()
-    model = model.to(device).train()
+    model = model.to(device).train(train)
+    if not compile_backend:
+        return model, model
+    torch._dynamo.reset()
+    # MONAI's UpCat.forward breaks the graph (at torch.jit.isinstance); its resumption recompiles
+    # for each of the 10 UpCat blocks' shapes, and past dynamo's limit (8) the rest ran eagerly.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return model, torch.compile(model, backend=compile_backend)
+
+
+def torch_train_seconds(
+    model, spatial, batch_size, *, device, autocast, compile_backend, warmup, repeats
+) -> tuple[float, float]:
+    """(first step, median step) seconds of forward, summed deep-supervision loss, backward and
+    Adam, with bfloat16 autocast if `autocast`."""
+    torch, _, _ = torch_modules()
+    model, forward = prepare(model, device=device, compile_backend=compile_backend, train=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn((batch_size, 1, *spatial), generator=generator).to(device)
@@ -164,8 +206,8 @@ def torch_train_seconds(model, spatial, batch_size, *, device, dtype, warmup, re
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-            heads = torch_heads(model(images))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            heads = torch_heads(forward(images))
         loss = sum(torch_loss(logits, masks) for logits in heads)
         loss.backward()
         optimizer.step()
@@ -174,17 +216,20 @@ def torch_train_seconds(model, spatial, batch_size, *, device, dtype, warmup, re
     return time_torch(step, warmup=warmup, repeats=repeats, cuda=device.type == "cuda")
 
 
-def torch_infer_seconds(model, spatial, batch_size, *, device, dtype, warmup, repeats) -> float:
+def torch_infer_seconds(
+    model, spatial, batch_size, *, device, autocast, compile_backend, warmup, repeats
+) -> tuple[float, float]:
+    """(first call, median call) seconds of the sigmoid of the deepest head."""
     torch, _, _ = torch_modules()
-    model = model.to(device).eval()
+    _, forward = prepare(model, device=device, compile_backend=compile_backend, train=False)
     images = torch.randn((batch_size, 1, *spatial), generator=torch.Generator().manual_seed(0)).to(
         device
     )
 
     @torch.inference_mode()
     def infer():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-            return torch.sigmoid(torch_heads(model(images))[-1].float())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            return torch.sigmoid(torch_heads(forward(images))[-1].float())
 
     return time_torch(infer, warmup=warmup, repeats=repeats, cuda=device.type == "cuda")
 
@@ -209,8 +254,13 @@ def torch_matmul_peak(*, size: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of a float32 square matrix product in torch on the CPU: a practical ceiling."""
     torch, _, _ = torch_modules()
     a, b = torch.ones((size, size)), torch.ones((size, size))
-    seconds = time_torch(lambda: a @ b, warmup=2, repeats=repeats, cuda=False)
+    _, seconds = time_torch(lambda: a @ b, warmup=2, repeats=repeats, cuda=False)
     return 2 * size**3 / seconds
+
+
+def base_filters_for(spatial: Sequence[int], args: Any) -> int:
+    """Level-0 filters of a shape's networks: `--base-filters` in 2D, `--base-filters-3d` in 3D."""
+    return args.base_filters_3d if len(spatial) == 3 else args.base_filters
 
 
 def measure_peer(
@@ -222,38 +272,55 @@ def measure_peer(
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    timing = {"device": device, "dtype": args.dtype, "warmup": args.warmup}
+    # cuDNN picks its convolution algorithms by timing them, as XLA autotunes its own.
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    dtype = peer_dtype(peer, args.dtype)
+    compiled = PEER_VARIANTS[peer][2]
+    timing = {
+        "device": device,
+        "autocast": dtype == "bfloat16",
+        "compile_backend": args.compile_backend if compiled else None,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+    }
+
+    def measured(task, spatial, batch_size, depth):
+        """One row's figures; the network lives only here, so the next row's peak is its own."""
+        pruned = depth if peer == "plain" and task == "infer" else None
+        network = make_peer(peer, base_filters_for(spatial, args), pruned, len(spatial))
+        reset_peak_memory(torch, device)
+        seconds = torch_train_seconds if task == "train" else torch_infer_seconds
+        first, median = seconds(network, spatial, batch_size, **timing)
+        figures = {
+            "params": sum(p.numel() for p in network.parameters()),
+            "median_ms": median * 1e3,
+            "img_per_s": batch_size / median,
+            "dtype": dtype,
+            "compile_s": first if compiled else None,
+            "device_peak_mib": peak_memory_mib(torch, device),
+            "gflop_per_step": None,
+        }
+        if task == "train":
+            flops = torch_train_flops(network, spatial, batch_size, device=device)
+            figures["gflop_per_step"] = flops / 1e9
+        return row(task, spatial, batch_size, peer, depth, figures)
+
     rows = []
     for text in args.train_shapes:
         spatial, batch_size = parse_shape(text)
-        network = make_peer(peer, args.base_filters)
-        seconds = torch_train_seconds(network, spatial, batch_size, repeats=args.repeats, **timing)
-        flops = torch_train_flops(network, spatial, batch_size, device=device)
-        figures = peer_figures(network, batch_size, seconds, flops)
-        rows.append(row("train", spatial, batch_size, peer, 4, figures))
+        rows.append(measured("train", spatial, batch_size, 4))
     for text in args.infer_shapes:
         spatial, batch_size = parse_shape(text)
-        for depth in depths:
-            network = make_peer(peer, args.base_filters, depth if peer == "plain" else None)
-            seconds = torch_infer_seconds(
-                network, spatial, batch_size, repeats=args.repeats, **timing
-            )
-            rows.append(
-                row(
-                    "infer",
-                    spatial,
-                    batch_size,
-                    peer,
-                    depth,
-                    peer_figures(network, batch_size, seconds, None),
-                )
-            )
+        rows += [measured("infer", spatial, batch_size, depth) for depth in depths]
     machine = {
         "torch": torch.__version__,
         "torch_device": str(device),
+        "torch_device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
     }
-    if peer == "monai":
+    if PEER_VARIANTS[peer][0] == "monai":
         import monai
 
         machine["monai"] = monai.__version__
@@ -261,14 +328,20 @@ def measure_peer(
         import segmentation_models_pytorch as smp
 
         machine["smp"] = smp.__version__
-    ceiling = torch_matmul_peak() if device.type == "cpu" else None
+    ceiling = torch_matmul_peak() if device.type == "cpu" and args.ceiling else None
     return {"machine": machine, "ceiling": [ceiling, "torch float32 2048^3 matmul"], "rows": rows}
 
 
-def peer_figures(network, batch_size: int, seconds: float, flops: float | None) -> dict[str, Any]:
-    return {
-        "params": sum(p.numel() for p in network.parameters()),
-        "median_ms": seconds * 1e3,
-        "img_per_s": batch_size / seconds,
-        "gflop_per_step": None if flops is None else flops / 1e9,
-    }
+def reset_peak_memory(torch, device) -> None:
+    """Frees what earlier rows left and restarts CUDA's high-water mark (nothing on the CPU)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mib(torch, device) -> float | None:
+    """CUDA's allocated high-water mark since `reset_peak_memory` (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20

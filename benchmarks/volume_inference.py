@@ -11,7 +11,11 @@ blending with sigma = tile / 8, 4 tiles per network call) and a softmax over 2 c
     `torch.inference_mode()` (its deepest output, as L4).
 Each implementation (and each L) runs in its own process, so peak memory is its own: the
 process's maximum resident set size (ru_maxrss: runtime, weights, compiled code, activations and
-the accumulated volume). After a warm-up call on one batch of tiles (compilation for unetjax),
+the accumulated volume) and, on a GPU, the device's (JAX's allocator peak; torch's
+`max_memory_allocated`). On a GPU both take the volume from host memory and return the
+probabilities there: unetjax tiles on the host and sends batches of tiles; MONAI runs its windows
+and blending on the GPU (`sw_device` and `device` cuda), then copies the result back.
+After a warm-up call on one batch of tiles (compilation for unetjax),
 `--repeats` whole volumes are timed; volumes/s is 1 / the median. The processes run in ABBA order
 (unetjax L1..L4, MONAI, MONAI, unetjax L4..L1) and `uptime` is recorded before and after: on a
 shared machine the figures are indicative, the two passes show how much the load moved them.
@@ -37,7 +41,17 @@ import numpy as np
 
 # Workers import only their own framework (MONAI's process holds no JAX), so the orchestrating
 # code imports `benchmarks.harness` (and with it JAX) where it runs.
-COLUMNS = ("pass", "impl", "L", "params", "tiles", "s_per_volume", "volumes_per_s", "peak_rss_mib")
+COLUMNS = (
+    "pass",
+    "impl",
+    "L",
+    "params",
+    "tiles",
+    "s_per_volume",
+    "volumes_per_s",
+    "peak_rss_mib",
+    "device_peak_mib",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -63,15 +77,33 @@ def volume(size: int) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(size, size, size, 1)).astype(np.float32)
 
 
+def predictor_for(model: Any, depth: int, config: Any = None) -> Any:
+    """`model` pruned to `depth` (fast mode) in a `Predictor`, as `load_predictor` restores one
+    from a run (here the weights are the model's own: nothing is read)."""
+    from configs import default
+    from unetjax import nested_unet
+    from unetjax.inference.predictor import Predictor
+
+    return Predictor(
+        nested_unet.prune(model, depth, "fast"),
+        depth=depth,
+        mode="fast",
+        config=default.get_config() if config is None else config,
+        model_dir="(random weights)",
+        step=0,
+        restored_paths=(),
+    )
+
+
 def run_unetjax(args: argparse.Namespace) -> dict[str, Any]:
     import jax
     from flax import nnx
 
+    from benchmarks import harness
     from configs import default
     from unetjax import graph as graph_lib
     from unetjax import nested_unet
     from unetjax.inference import TileOptions
-    from unetjax.inference.predictor import Predictor
 
     config = default.get_config()
     config.model.update(
@@ -90,15 +122,7 @@ def run_unetjax(args: argparse.Namespace) -> dict[str, Any]:
         nested_unet.spec_from_config(config.model),
         rngs=nnx.Rngs(jax.random.key(0, impl="rbg")),
     )
-    predictor = Predictor(
-        nested_unet.prune(model, args.depth, "fast"),  # as load_predictor restores it
-        depth=args.depth,
-        mode="fast",
-        config=config,
-        model_dir="(random weights)",
-        step=0,
-        restored_paths=(),
-    )
+    predictor = predictor_for(model, args.depth, config)
     tile = TileOptions(
         tile=args.tile, overlap=args.tile // 2, blend="gaussian", batch_size=args.batch
     )
@@ -112,7 +136,13 @@ def run_unetjax(args: argparse.Namespace) -> dict[str, Any]:
         probabilities = predictor.predict(image, tile=tile, normalized=True)
         times.append(time.perf_counter() - start)
     assert probabilities.shape == (*image.shape[:-1], 2)
-    return {"impl": "unetjax", "L": args.depth, "params": predictor.num_params, "times": times}
+    return {
+        "impl": "unetjax",
+        "L": args.depth,
+        "params": predictor.num_params,
+        "times": times,
+        "device_peak_mib": harness.own_peak_mib(None),
+    }
 
 
 def run_monai(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,6 +150,8 @@ def run_monai(args: argparse.Namespace) -> dict[str, Any]:
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import BasicUNetPlusPlus
 
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     filters = tuple(args.base_filters * 2**level for level in range(5))
     net = BasicUNetPlusPlus(
         spatial_dims=3,
@@ -129,7 +161,8 @@ def run_monai(args: argparse.Namespace) -> dict[str, Any]:
         norm="batch",
         act="relu",
         upsample="deconv",
-    ).eval()
+    )
+    net = net.to(device).eval()
 
     def predict(x):
         return torch.softmax(net(x)[-1], dim=1)
@@ -137,7 +170,8 @@ def run_monai(args: argparse.Namespace) -> dict[str, Any]:
     image = torch.from_numpy(volume(args.size)[..., 0][None, None])
     times = []
     with torch.inference_mode():
-        predict(image[..., : args.tile, : args.tile, : args.tile].repeat(args.batch, 1, 1, 1, 1))
+        tiles = image[..., : args.tile, : args.tile, : args.tile].repeat(args.batch, 1, 1, 1, 1)
+        predict(tiles.to(device)).cpu()
         for _ in range(args.repeats):
             start = time.perf_counter()
             probabilities = sliding_window_inference(
@@ -148,11 +182,22 @@ def run_monai(args: argparse.Namespace) -> dict[str, Any]:
                 overlap=0.5,
                 mode="gaussian",
                 sigma_scale=0.125,
-            )
+                sw_device=device,
+                device=device,
+            ).cpu()
             times.append(time.perf_counter() - start)
     assert tuple(probabilities.shape) == (1, 2, *(args.size,) * 3)
     params = sum(p.numel() for p in net.parameters())
-    return {"impl": "monai", "L": 4, "params": params, "times": times, "torch": torch.__version__}
+    return {
+        "impl": "monai",
+        "L": 4,
+        "params": params,
+        "times": times,
+        "torch": torch.__version__,
+        "device_peak_mib": torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else None,
+    }
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -183,7 +228,9 @@ def spawn(args: argparse.Namespace, impl: str, depth: int) -> dict[str, Any]:
         str(args.repeats),
     ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
     completed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"{impl} L{depth} failed:\n{completed.stderr[-3000:]}")

@@ -7,6 +7,9 @@ Pairs (unetjax model <-> peer), each row printing unetjax / peer throughput (> 1
   - batch-norm UNet++ (9.05M) <-> MONAI `BasicUNetPlusPlus(spatial_dims=2, in_channels=1,
     out_channels=1, features=(32, 64, 128, 256, 512, 32), norm="batch", act="relu",
     upsample="deconv", deep_supervision=True)` (9.12M, the closest MONAI match);
+  - the same, MONAI under bfloat16 autocast (`monai_amp`) and `torch.compile`d too
+    (`monai_compile_amp`), against unetjax computing in bfloat16; 3D shapes (`48x64x48:8`) pair
+    the batch-norm UNet++ with MONAI's 3D `BasicUNetPlusPlus`, filters from --base-filters-3d;
   - batch-norm UNet++ <-> segmentation_models_pytorch
     `UnetPlusPlus("resnet18", encoder_weights=None)` (a different network, 16M parameters: a
     reference point, not a matched pair).
@@ -15,6 +18,9 @@ The train step is the same on both sides: forward, the summed deep-supervision l
 is jitted with `layers.compiler_options()` as training uses it (`--xla-defaults`: without).
 Inference is the sigmoid of the deepest head (unetjax: `predict(mode="fast")`). `--dtype bfloat16`
 (opt-in) computes in bf16 with fp32 parameters and loss on both sides (torch: `torch.autocast`).
+Rows also give each side's compile time (unetjax: lowering and compiling; `torch.compile`: its
+first call) and device peak memory (torch: `max_memory_allocated` per row; unetjax: the
+allocator's peak where the row raised it, else `-`, with XLA's buffer plan beside it).
 
 Protocol, so that figures from a shared machine cannot pass for quiet-machine ones:
   - each implementation runs in its own process, one at a time, in ABBA order: round 1 the peers
@@ -52,13 +58,14 @@ from typing import Any
 import jax
 
 from benchmarks import harness, train_throughput
-from benchmarks.torch_peers import PEERS
+from benchmarks.torch_peers import PEERS, base_filters_for, peer_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = (
     "task",
     "size",
     "batch",
+    "dtype",
     "unetjax",
     "peer",
     "L",
@@ -84,6 +91,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--depths", nargs="+", type=int, default=[1, 2, 3, 4], help="pruned depths vs plain"
     )
     parser.add_argument("--base-filters", type=int, default=32, help="32 is the paper's")
+    parser.add_argument("--base-filters-3d", type=int, default=16, help="of 3D shapes' networks")
+    parser.add_argument(
+        "--batch-depths", nargs="+", type=int, default=[4], help="pruned batch-norm UNet++ depths"
+    )
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile's backend")
+    parser.add_argument(
+        "--no-ceiling", dest="ceiling", action="store_false", help="time no matmul for FLOP/s"
+    )
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--warmup", type=int, default=2)
@@ -109,8 +124,11 @@ def jax_config_for(peer: str) -> str:
 
 
 def depths_for(name: str, args: argparse.Namespace) -> list[int]:
-    """Pruned depths are compared with the plain UNet++ (whose graph prunes the same way)."""
-    return args.depths if name in ("plain", "paper") else [4]
+    """Pruned depths are compared with the plain UNet++ (whose graph prunes the same way); the
+    batch-norm UNet++ runs --batch-depths (its peers have no pruning: L4 alone)."""
+    if name in ("plain", "paper"):
+        return args.depths
+    return args.batch_depths if name == "batch" else [4]
 
 
 def measure_unetjax(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,42 +139,49 @@ def measure_unetjax(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks import pruning_speed
     from unetjax.nested_unet import UNetPlusPlus
 
-    def model(config: str) -> nnx.Module:
+    def model(config: str, spatial: tuple[int, ...], dtype: str) -> nnx.Module:
+        # "rbg" keys: threefry's initialisers of a 3D UNet++ compile for minutes on a CPU.
         return UNetPlusPlus(
-            rngs=nnx.Rngs(0),
-            filters=tuple(args.base_filters * 2**level for level in range(5)),
+            rngs=nnx.Rngs(jax.random.key(0, impl="rbg")),
+            filters=tuple(base_filters_for(spatial, args) * 2**level for level in range(5)),
             norm="none" if config == "paper" else "batch",
-            dtype=None if args.dtype == "float32" else jnp.dtype(args.dtype),
+            spatial_dims=len(spatial),
+            dtype=None if dtype == "float32" else jnp.dtype(dtype),
         )
 
-    configs = sorted({jax_config_for(peer) for peer in args.peers}, reverse=True)
+    pairs = sorted({(jax_config_for(p), peer_dtype(p, args.dtype)) for p in args.peers})[::-1]
     timing = {"warmup": args.warmup, "repeats": args.repeats}
     rows = []
     for text in args.train_shapes:
         spatial, batch_size = train_throughput.parse_shape(text)
         batch = train_throughput.synthetic_batch(spatial, batch_size)
-        for config in configs:
+        for config, dtype in pairs:
+            before = harness.device_peak_bytes()
             figures = train_throughput.measure(
-                model(config), batch, xla_defaults=args.xla_defaults, **timing
+                model(config, spatial, dtype), batch, xla_defaults=args.xla_defaults, **timing
             )
+            figures.update(dtype=dtype, device_peak_mib=harness.own_peak_mib(before))
             rows.append(row("train", spatial, batch_size, config, 4, figures))
     for text in args.infer_shapes:
         spatial, batch_size = train_throughput.parse_shape(text)
-        images = jax.random.normal(
-            jax.random.key(0), (batch_size, *spatial, 1), jnp.dtype(args.dtype)
-        )
-        for config in configs:
-            full = model(config)
+        for config, dtype in pairs:
+            images = jax.random.normal(
+                jax.random.key(0), (batch_size, *spatial, 1), jnp.dtype(dtype)
+            )
+            full = model(config, spatial, dtype)
             for depth in depths_for(config, args):
+                before = harness.device_peak_bytes()
                 figures = pruning_speed.measure(full, depth, "fast", images, **timing)
+                figures.update(dtype=dtype, device_peak_mib=harness.own_peak_mib(before))
                 figures["gflop_per_step"] = figures.pop("gflop")
                 rows.append(row("infer", spatial, batch_size, config, depth, figures))
-    ceiling, source = harness.peak_flops(args.dtype)
+    ceiling, source = harness.peak_flops(args.dtype, measure=args.ceiling)
     return {"machine": harness.machine_description(), "ceiling": [ceiling, source], "rows": rows}
 
 
 def row(task, spatial, batch_size, name, depth, figures) -> dict[str, Any]:
-    keys = ("params", "median_ms", "img_per_s", "gflop_per_step", "compile_s")
+    keys = ("dtype", "params", "median_ms", "img_per_s", "gflop_per_step", "compile_s")
+    keys += ("device_peak_mib", "xla_mem_mb")
     return {
         "task": task,
         "size": harness.size_name(spatial),
@@ -227,7 +252,10 @@ def combine(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[s
     def index(name):
         found = [run for run in runs if run["name"] == name]
         return [
-            {(r["task"], r["size"], r["batch"], r["name"], r["L"]): r for r in run["rows"]}
+            {
+                (r["task"], r["size"], r["batch"], r["name"], r["L"], r["dtype"]): r
+                for r in run["rows"]
+            }
             for run in found
         ], found
 
@@ -236,10 +264,10 @@ def combine(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[s
     for task_order, peer in [(task, peer) for task in ("train", "infer") for peer in args.peers]:
         theirs, peer_runs = index(peer)
         for key, first in theirs[0].items():
-            task, size, batch, _, depth = key
+            task, size, batch, _, depth, dtype = key
             if task != task_order:
                 continue
-            jax_key = (task, size, batch, jax_config_for(peer), depth)
+            jax_key = (task, size, batch, jax_config_for(peer), depth, dtype)
             jax_rounds = [table[jax_key] for table in ours]
             peer_rounds = [table[key] for table in theirs]
             ratios = [
@@ -253,6 +281,7 @@ def combine(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[s
                     "size": size,
                     "batch": batch,
                     "L": depth,
+                    "dtype": dtype,
                     "peer": peer,
                     "unetjax": f"{jax_config_for(peer)} UNet++",
                     "jax_params": jax_rounds[0]["params"],
@@ -264,6 +293,11 @@ def combine(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[s
                     "ratio_r2": ratios[-1] if len(ratios) > 1 else None,
                     "spread": (max(ratios) - min(ratios)) / statistics.geometric_mean(ratios),
                     "flag": "LOADED" if loaded else "",
+                    "jax_compile_s": jax_rounds[0]["compile_s"],
+                    "peer_compile_s": first["compile_s"],
+                    "jax_peak_mib": jax_rounds[0]["device_peak_mib"],
+                    "jax_xla_mib": jax_rounds[0]["xla_mem_mb"],
+                    "peer_peak_mib": first["device_peak_mib"],
                     "rounds": {"unetjax": jax_rounds, peer: peer_rounds},
                 }
             )
@@ -308,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.rounds == 2:
         order += order[::-1]
     print(f"vs_pytorch: {' -> '.join(order)}, one process each, {args.dtype}", flush=True)
-    runs = [run_worker(name, argv, args) for name in order]
+    runs = []
+    for name in order:
+        runs.append(run_worker(name, argv, args))
+        # A run cut short (a device's time limit) keeps the processes that finished.
+        harness.write_json(args.json, {"benchmark": "vs_pytorch", "partial": True, "runs": runs})
     rows = combine(runs, args)
     machine = {**runs[-1]["machine"]}
     for run in runs:
