@@ -1,0 +1,388 @@
+"""The plan: every training choice derived from a fingerprint, a memory budget and a time budget.
+
+`make_plan` returns a JSON-ready dict whose "config" maps dotted config keys (`train.batch_size`)
+to values, with a reason for each in "reasons"; `configs/auto.py` applies it as ordinary config
+fields, and `unetjax-plan` prints it. The memory fit compiles the real train step
+(`memory.peak_bytes`): nnU-Net estimates its VRAM from a formula calibrated on one GPU, we ask
+XLA for the step that will actually run. docs/medical.md gives every rule and where it departs
+from nnU-Net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import ml_collections
+import numpy as np
+
+from unetjax.planning import memory, topology
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+MIN_BATCH = 2
+MAX_DATASET_FRACTION = 0.05  # no batch holds more than 5% of the dataset's voxels
+MIN_PATCH_EDGE = 2 * topology.MIN_EDGE
+TRAIN_SHARE = 0.8  # of the time budget; the rest evaluates, checkpoints and loads data
+SGD_FROM_STEPS = 5000
+MIN_STEPS, MAX_STEPS = 10, 250_000
+# The graph pools every axis at every level: per-axis strides are planned and recorded but the
+# model runs the isotropic version (`topology.isotropic`) until the architectures support them.
+PER_AXIS_POOLING = False
+
+# The train step is measured with Adam, whose two moments per parameter bound SGD's one.
+MEASURE_OPTIMIZER = ml_collections.ConfigDict(
+    {
+        "name": "adam",
+        "learning_rate": 1e-3,
+        "schedule": "constant",
+        "warmup_steps": 0,
+        "b1": 0.9,
+        "b2": 0.999,
+        "grad_clip_norm": 0.0,
+    }
+)
+
+PeakFn = Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict, int, Sequence[int]], int]
+TimeFn = Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict, int, Sequence[int]], float]
+
+
+class PlanError(ValueError):
+    """The data or the budgets admit no plan; the message says why and what would work."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What the plan must fit: device memory in bytes (and where that figure came from), and
+    the hours training may take."""
+
+    memory_bytes: int
+    memory_source: str
+    hours: float
+
+
+def gigabytes(value: int) -> str:
+    return f"{value / 2**30:.2f} GB"
+
+
+def task(fp: dict) -> tuple[int, str]:
+    """(num_classes, output_activation) as the trainer will infer them from the data."""
+    if fp["kind"] == "decathlon":
+        return len(fp["labels"]), "softmax"
+    values = {int(v) for v in fp["class_fractions"]}
+    if values <= {0, 1} or values <= {0, 255}:
+        return 1, "sigmoid"
+    return max(values) + 1, "softmax"
+
+
+def model_config(
+    base: ml_collections.ConfigDict, fp: dict, shape: topology.Topology
+) -> ml_collections.ConfigDict:
+    """`base` (a config.model section) with the planned and data-derived fields filled in."""
+    config = ml_collections.ConfigDict(base.to_dict())
+    num_classes, activation = task(fp)
+    config.update(
+        depth=shape.depth,
+        filters=topology.filters(shape.depth, fp["spatial_dims"]),
+        base_filters=None,
+        spatial_dims=fp["spatial_dims"],
+        in_channels=len(fp["channels"]),
+        num_classes=num_classes,
+        output_activation=activation,
+    )
+    return config
+
+
+def _topology(spacing, patch) -> tuple[topology.Topology, topology.Topology]:
+    """(nnU-Net's per-axis topology, the one the model runs)."""
+    planned = topology.pooling(spacing, patch)
+    return planned, planned if PER_AXIS_POOLING else topology.isotropic(planned)
+
+
+def _shrink(patch: list[int], median, divisor) -> bool:
+    """One shrink step of the axis largest relative to the median shape that can still shrink;
+    False when every axis is at its minimum."""
+    order = np.argsort([-p / m for p, m in zip(patch, median, strict=True)])
+    for axis in order:
+        smaller = patch[axis] - divisor[axis]
+        if smaller >= MIN_PATCH_EDGE:
+            patch[axis] = smaller
+            return True
+    return False
+
+
+def fit_patch(
+    fp: dict, budget: Budget, base: ml_collections.ConfigDict, optimizer, peak: PeakFn
+) -> tuple[topology.Topology, topology.Topology, int, list[str]]:
+    """The largest patch (nnU-Net's shrink order) whose step fits at batch 2, its measured peak
+    and the patches tried. Each compile's figure sets how far the next jump shrinks."""
+    spacing, median = fp["target_spacing"], fp["median_shape"]
+    patch = list(topology.initial_patch(spacing, median))
+    tried = []
+    while True:
+        planned, model_shape = _topology(spacing, patch)
+        used = peak(model_config(base, fp, model_shape), optimizer, MIN_BATCH, model_shape.patch)
+        tried.append(f"{'x'.join(map(str, model_shape.patch))}: {gigabytes(used)}")
+        if used <= budget.memory_bytes:
+            return planned, model_shape, used, tried
+        target = math.prod(patch) * budget.memory_bytes / used
+        shrunk = False
+        while math.prod(patch) > target and _shrink(patch, median, model_shape.divisor):
+            shrunk = True
+        if not shrunk:
+            raise PlanError(
+                f"a memory budget of {gigabytes(budget.memory_bytes)} ({budget.memory_source}) "
+                f"is too small: the smallest sensible network (patch "
+                f"{'x'.join(map(str, model_shape.patch))}, batch {MIN_BATCH}, filters "
+                f"{topology.filters(model_shape.depth, fp['spatial_dims'])}) needs "
+                f"{gigabytes(used)}; raise --memory-gb to at least {used / 2**30:.2f}"
+            )
+
+
+def fit_batch(
+    fp: dict, budget: Budget, config, optimizer, patch, peak_at_min: int, peak: PeakFn
+) -> tuple[int, int, str]:
+    """(batch, its measured peak, why): memory grows linearly with the batch, so two compiles
+    give its slope; the 5% rule caps it; a final compile checks the choice."""
+    peak_one = peak(config, optimizer, 1, patch)
+    per_sample = max(peak_at_min - peak_one, 1)
+    by_memory = MIN_BATCH + (budget.memory_bytes - peak_at_min) // per_sample
+    cap = round(MAX_DATASET_FRACTION * fp["total_voxels"] / math.prod(patch))
+    batch = int(max(MIN_BATCH, min(by_memory, cap)))
+    why = (
+        f"{by_memory} fit in memory ({gigabytes(per_sample)} per sample)"
+        + (f"; capped at {cap}: 5% of the dataset's voxels" if cap < by_memory else "")
+        + (f"; raised to the minimum {MIN_BATCH}" if batch > min(by_memory, cap) else "")
+    )
+    used = peak_at_min if batch == MIN_BATCH else peak(config, optimizer, batch, patch)
+    while used > budget.memory_bytes and batch > MIN_BATCH:
+        batch -= 1
+        used = peak(config, optimizer, batch, patch)
+    return batch, used, why
+
+
+def optimiser(num_steps: int) -> tuple[dict, str]:
+    """nnU-Net's SGD for long runs; Adam with a cosine decay for short ones."""
+    if num_steps >= SGD_FROM_STEPS:
+        values = {
+            "optimizer.name": "sgd",
+            "optimizer.learning_rate": 1e-2,
+            "optimizer.momentum": 0.99,
+            "optimizer.nesterov": True,
+            "optimizer.weight_decay": 3e-5,
+            "optimizer.schedule": "poly",
+            "optimizer.poly_power": 0.9,
+            "optimizer.end_lr_factor": 0.0,
+            "optimizer.warmup_steps": 0,
+        }
+        return values, f"{num_steps} steps: nnU-Net's SGD (0.01, Nesterov 0.99, poly 0.9)"
+    values = {
+        "optimizer.name": "adam",
+        "optimizer.learning_rate": 3e-3,
+        "optimizer.weight_decay": 0.0,
+        "optimizer.schedule": "cosine",
+        "optimizer.end_lr_factor": 0.01,
+        "optimizer.warmup_steps": min(50, num_steps // 10),
+    }
+    return values, (
+        f"{num_steps} steps, under {SGD_FROM_STEPS}: Adam 3e-3 with a cosine decay converges in "
+        "few steps; nnU-Net's SGD schedule assumes 250,000"
+    )
+
+
+def augmentation(fp: dict) -> tuple[dict, str]:
+    """Mirroring and in-plane rotation and scaling; 90-degree turns only where orientation
+    carries no meaning (microscopy), never for anatomy."""
+    anatomy = fp["kind"] == "decathlon"
+    values = {
+        "data.augment": True,
+        "data.flip_prob": 0.5,
+        "data.rot90_prob": 0.0 if anatomy else 0.5,
+        "data.affine_prob": 0.2,
+        "data.rotation_degrees": 30.0 if anatomy else 180.0,
+        "data.scale_range": (0.7, 1.4),
+        "data.elastic_prob": 0.0,
+        "data.brightness_delta": 0.1,
+        "data.contrast_range": (0.75, 1.25),
+        "data.gamma_range": (0.7, 1.5),
+        "data.noise_prob": 0.1,
+        "data.noise_std": 0.1,
+    }
+    why = (
+        "anatomy (a Decathlon folder): mirroring, in-plane rotation +-30 and scaling 0.7-1.4, "
+        "intensity changes, no 90-degree turns (anatomy never shows them), no elastic "
+        "deformation (nnU-Net v2 dropped it)"
+        if anatomy
+        else "no preferred orientation (2D images): mirroring, 90-degree turns, any in-plane "
+        "rotation, scaling 0.7-1.4, intensity changes"
+    )
+    return values, why
+
+
+def dimensionality(fp: dict) -> str:
+    """Why the data trains in 2D or 3D (and when both would be worth a try)."""
+    if fp["spatial_dims"] == 2:
+        return "2D images"
+    spacing = fp["target_spacing"]
+    if max(spacing) / min(spacing) > 3:
+        return (
+            "3D; the spacing is anisotropic (over 3x), where nnU-Net also trains a 2D model "
+            "on slices and keeps the better: the decathlon reader trains 3D only"
+        )
+    return "3D volumes at near-isotropic spacing: 3D context helps, as in nnU-Net's 3d_fullres"
+
+
+def evaluation_crop(fp: dict, shape: topology.Topology) -> tuple[tuple[int, ...] | None, str]:
+    """A centre crop holding the largest case, in multiples of the model's divisor (3D); 2D
+    images are scored whole (tiled where they vary in size)."""
+    if fp["kind"] != "decathlon":
+        return None, "whole images (full-size validation, tiled where sizes vary)"
+    crop = tuple(
+        math.ceil(m / d) * d for m, d in zip(fp["max_shape"], shape.divisor, strict=True)
+    )
+    return crop, f"the largest case is {'x'.join(map(str, fp['max_shape']))} at the target spacing"
+
+
+def schedule_steps(seconds: float, hours: float) -> tuple[int, str]:
+    usable = hours * 3600 * TRAIN_SHARE
+    steps = int(min(MAX_STEPS, max(MIN_STEPS, usable // seconds)))
+    return steps, (
+        f"{hours:g} h x {TRAIN_SHARE:.0%} for training / {seconds:.3g} s per measured step "
+        f"(clipped to {MIN_STEPS}..{MAX_STEPS})"
+    )
+
+
+def data_fields(fp: dict) -> dict:
+    """The config.data fields that name and shape the dataset the plan was made for."""
+    if fp["kind"] == "decathlon":
+        return {
+            "data.name": "decathlon",
+            "data.spatial_dims": 3,
+            "data.target_spacing": tuple(fp["target_spacing"]),
+            "data.val_fraction": 0.2,
+            "data.test_fraction": 0.0,
+            "data.foreground_prob": 0.33,
+        }
+    if fp["kind"] == "image_folder":
+        return {"data.name": "image_folder", "data.spatial_dims": 2}
+    return {
+        "data.name": "synthetic_cells",
+        "data.spatial_dims": fp["spatial_dims"],
+        "data.image_size": fp["max_shape"][0],
+        "data.num_train": fp["num_cases"],
+    }
+
+
+def make_plan(
+    fp: dict,
+    budget: Budget,
+    base_model: ml_collections.ConfigDict,
+    *,
+    devices: int = 1,
+    peak: PeakFn = memory.peak_bytes,
+    step_seconds: TimeFn = memory.seconds_per_step,
+) -> dict:
+    """The plan for fingerprint `fp` (see the module doc). `peak` and `step_seconds` measure
+    the train step; tests pass formulas instead."""
+    if fp["num_cases"] < 2:
+        raise PlanError(
+            f"{fp['source']}: {fp['num_cases']} labelled case; a plan needs at least 2 (one to "
+            "train on, one to validate on)"
+        )
+    base_model = ml_collections.ConfigDict(base_model.to_dict())
+    base_model.norm = "instance"
+    planned, shape, used, tried = fit_patch(fp, budget, base_model, MEASURE_OPTIMIZER, peak)
+    model = model_config(base_model, fp, shape)
+    batch, used, batch_why = fit_batch(
+        fp, budget, model, MEASURE_OPTIMIZER, shape.patch, used, peak
+    )
+    seconds = step_seconds(model, MEASURE_OPTIMIZER, batch, shape.patch)
+    num_steps, steps_why = schedule_steps(seconds, budget.hours)
+    optimiser_fields, optimiser_why = optimiser(num_steps)
+    augment_fields, augment_why = augmentation(fp)
+    crop, crop_why = evaluation_crop(fp, shape)
+    eval_every = max(1, min(num_steps, max(10, num_steps // 10)))
+    spacing, median = fp["target_spacing"], fp["median_shape"]
+    smaller = sum(
+        any(s < p for s, p in zip(case["shape_after"], shape.patch, strict=True))
+        for case in fp["cases"]
+    )
+    config = {
+        **data_fields(fp),
+        "data.patch_size": shape.patch,
+        "data.eval_patch_size": crop,
+        **augment_fields,
+        "model.norm": "instance",
+        "model.depth": shape.depth,
+        "model.filters": tuple(model.filters),
+        "model.base_filters": None,
+        "train.batch_size": batch,
+        "train.eval_batch_size": devices,
+        "train.num_steps": num_steps,
+        "train.eval_every": eval_every,
+        "train.checkpoint_every": eval_every,
+        "train.log_every": max(1, min(50, eval_every // 5)),
+        **optimiser_fields,
+    }
+    per_axis = " ".join("(" + ",".join(map(str, s)) + ")" for s in planned.strides)
+    reasons = {
+        "target spacing": f"{_mm(spacing)}: the median spacing of {fp['num_cases']} cases "
+        "(with nnU-Net's exception for strongly anisotropic data)",
+        "median shape": f"{_shape(median)} voxels at the target spacing",
+        "patch": f"{_shape(shape.patch)}: shaped by the inverse spacing, clipped to the median "
+        f"shape, shrunk (largest relative to the median first) until batch {MIN_BATCH} fit "
+        f"{gigabytes(budget.memory_bytes)}; tried {'; '.join(tried)}"
+        + (f"; {smaller} case(s) smaller than the patch are padded" if smaller else ""),
+        "pooling": f"nnU-Net's per-axis strides {per_axis} (depth {planned.depth})"
+        + (
+            ""
+            if PER_AXIS_POOLING
+            else f"; the model pools every axis at each of {shape.depth} levels (per-axis "
+            "strides are not in the graph yet)"
+        ),
+        "depth": f"{shape.depth}: pooling until the bottleneck edge is about "
+        f"{topology.MIN_EDGE} voxels",
+        "filters": f"{tuple(model.filters)}: 32 doubling per level, capped at "
+        f"{topology.MAX_FILTERS[fp['spatial_dims']]}",
+        "norm": f"instance: batches of {batch} make batch statistics noisy (nnU-Net's choice)",
+        "batch": f"{batch}: {batch_why}; measured peak {gigabytes(used)} of "
+        f"{gigabytes(budget.memory_bytes)} ({budget.memory_source})",
+        "steps": f"{num_steps}: {steps_why}",
+        "optimiser": optimiser_why,
+        "augmentation": augment_why,
+        "dimensionality": dimensionality(fp),
+        "evaluation crop": f"{'whole' if crop is None else _shape(crop)}: {crop_why}",
+    }
+    return {
+        "version": VERSION,
+        "source": fp["source"],
+        "data_hash": fp["data_hash"],
+        "budget": dataclasses.asdict(budget),
+        "architecture": base_model.architecture,
+        "config": config,
+        "reasons": reasons,
+        "strides": [list(s) for s in planned.strides],
+        "kernels": [list(k) for k in planned.kernels],
+        "predicted_peak_bytes": used,
+        "seconds_per_step": seconds,
+        "fingerprint": fp,
+    }
+
+
+def _mm(values: Sequence[float]) -> str:
+    return " x ".join(f"{v:.3g}" for v in values) + " mm"
+
+
+def _shape(values: Sequence[float]) -> str:
+    return "x".join(f"{v:g}" for v in values)
+
+
+def describe(plan: dict) -> str:
+    """The plan as a few readable lines: each choice and why."""
+    width = max(len(k) for k in plan["reasons"])
+    lines = [f"plan for {plan['source']} (data hash {plan['data_hash']})"]
+    lines += [f"  {key:<{width}}  {why}" for key, why in plan["reasons"].items()]
+    return "\n".join(lines)
