@@ -172,6 +172,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
     rundir.check_workdir(workdir)
     config = rundir.absolute_paths(config)
+    if config.get("plan") is not None and config.plan.enabled:  # configs/auto.py
+        from unetjax.planning import plans_file
+
+        config = plans_file.planned_config(config, workdir)
     rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
     encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
     train_config = config.train

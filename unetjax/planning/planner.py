@@ -65,7 +65,7 @@ class Budget:
 
 
 def gigabytes(value: int) -> str:
-    return f"{value / 2**30:.2f} GB"
+    return f"{value / 2**30:.3g} GB"
 
 
 def task(fp: dict) -> tuple[int, str]:
@@ -114,32 +114,69 @@ def _shrink(patch: list[int], median, divisor) -> bool:
     return False
 
 
+def shrink_sequence(spacing, median) -> list[tuple[topology.Topology, topology.Topology]]:
+    """Every candidate from the initial patch down to the smallest, one shrink step apart:
+    (the per-axis topology, the one the model runs) for each."""
+    patch = list(topology.initial_patch(spacing, median))
+    sequence = [_topology(spacing, patch)]
+    while _shrink(patch, median, sequence[-1][1].divisor):
+        candidate = _topology(spacing, patch)
+        if candidate[1].patch != sequence[-1][1].patch:  # padding can undo a step
+            sequence.append(candidate)
+    return sequence
+
+
 def fit_patch(
     fp: dict, budget: Budget, base: ml_collections.ConfigDict, optimizer, peak: PeakFn
 ) -> tuple[topology.Topology, topology.Topology, int, list[str]]:
-    """The largest patch (nnU-Net's shrink order) whose step fits at batch 2, its measured peak
-    and the patches tried. Each compile's figure sets how far the next jump shrinks."""
-    spacing, median = fp["target_spacing"], fp["median_shape"]
-    patch = list(topology.initial_patch(spacing, median))
+    """The largest candidate patch (nnU-Net's shrink order) whose step fits at batch 2, its
+    measured peak and the patches measured. Memory falls along the candidates, so a jump sized
+    by the first measurement, then bisection, needs a few compiles rather than one per step."""
+    sequence = shrink_sequence(fp["target_spacing"], fp["median_shape"])
+    measured: dict[int, int] = {}
     tried = []
-    while True:
-        planned, model_shape = _topology(spacing, patch)
-        used = peak(model_config(base, fp, model_shape), optimizer, MIN_BATCH, model_shape.patch)
-        tried.append(f"{'x'.join(map(str, model_shape.patch))}: {gigabytes(used)}")
-        if used <= budget.memory_bytes:
-            return planned, model_shape, used, tried
-        target = math.prod(patch) * budget.memory_bytes / used
-        shrunk = False
-        while math.prod(patch) > target and _shrink(patch, median, model_shape.divisor):
-            shrunk = True
-        if not shrunk:
+
+    def used(index: int) -> int:
+        if index not in measured:
+            shape = sequence[index][1]
+            config = model_config(base, fp, shape)
+            measured[index] = peak(config, optimizer, MIN_BATCH, shape.patch)
+            tried.append(f"{_shape(shape.patch)}: {gigabytes(measured[index])}")
+        return measured[index]
+
+    fits, too_big = None, None
+    index = 0
+    while fits is None:
+        if used(index) <= budget.memory_bytes:
+            fits = index
+            break
+        too_big = index
+        if index == len(sequence) - 1:
+            shape = sequence[index][1]
             raise PlanError(
                 f"a memory budget of {gigabytes(budget.memory_bytes)} ({budget.memory_source}) "
-                f"is too small: the smallest sensible network (patch "
-                f"{'x'.join(map(str, model_shape.patch))}, batch {MIN_BATCH}, filters "
-                f"{topology.filters(model_shape.depth, fp['spatial_dims'])}) needs "
-                f"{gigabytes(used)}; raise --memory-gb to at least {used / 2**30:.2f}"
+                f"is too small: the smallest sensible network (patch {_shape(shape.patch)}, "
+                f"batch {MIN_BATCH}, filters {topology.filters(shape.depth, fp['spatial_dims'])})"
+                f" needs {gigabytes(used(index))}; raise --memory-gb to at least "
+                f"{math.ceil(used(index) / 2**30 * 1000) / 1000:g}"
             )
+        target = _voxels(sequence[index]) * budget.memory_bytes / used(index)
+        index = next(
+            (j for j in range(index + 1, len(sequence)) if _voxels(sequence[j]) <= target),
+            len(sequence) - 1,
+        )
+    while too_big is not None and fits - too_big > 1:
+        middle = (fits + too_big) // 2
+        if used(middle) <= budget.memory_bytes:
+            fits = middle
+        else:
+            too_big = middle
+    planned, shape = sequence[fits]
+    return planned, shape, used(fits), tried
+
+
+def _voxels(candidate: tuple[topology.Topology, topology.Topology]) -> int:
+    return math.prod(candidate[1].patch)
 
 
 def fit_batch(
