@@ -102,5 +102,5 @@ def test_a_2d_folder_of_varied_sizes_is_fingerprinted_at_spacing_one(tmp_path):
 
 
 def test_a_folder_that_is_no_dataset_is_named(tmp_path):
-    with pytest.raises(ValueError, match="neither dataset.json"):
+    with pytest.raises(ValueError, match=r"neither dataset\.json"):
         fingerprint.fingerprint(str(tmp_path))

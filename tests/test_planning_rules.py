@@ -87,7 +87,9 @@ def test_the_memory_fit_is_monotone_in_the_budget_and_stays_under_it():
     for gb in (0.5, 1, 2, 4, 8, 16):
         plan = _plan(fp, gb)
         assert plan["predicted_peak_bytes"] <= gb * 2**30
-        voxels.append(plan["config"]["train.batch_size"] * math.prod(plan["config"]["data.patch_size"]))
+        voxels.append(
+            plan["config"]["train.batch_size"] * math.prod(plan["config"]["data.patch_size"])
+        )
         assert plan["config"]["train.batch_size"] >= planner.MIN_BATCH
     assert voxels == sorted(voxels) and voxels[-1] > voxels[0]
 

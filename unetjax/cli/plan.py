@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     common.configure_logging(logging.WARNING)
-    from unetjax.planning import fingerprint, plans_file, planner  # after parsing: --help is quick
+    from unetjax.planning import fingerprint, planner, plans_file  # after parsing: --help is quick
 
     wanted = plans_file.budget(args.memory_gb, args.hours)
     output = args.output

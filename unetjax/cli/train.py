@@ -60,9 +60,7 @@ def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str] | N
 def override_keys(argv: Sequence[str]) -> tuple[str, ...]:
     """The config keys set on the command line: --config.a.b=v or --config.a.b v."""
     prefix = "--config."
-    return tuple(
-        arg[len(prefix) :].split("=", 1)[0] for arg in argv if arg.startswith(prefix)
-    )
+    return tuple(arg[len(prefix) :].split("=", 1)[0] for arg in argv if arg.startswith(prefix))
 
 
 def main(argv: list[str]) -> int:

@@ -91,7 +91,7 @@ def hash_files(paths: Sequence[str | pathlib.Path], root: pathlib.Path | None = 
 
 
 def data_kind(data: str) -> str:
-    """"decathlon", "image_folder" or "synthetic_cells" for a DATA argument."""
+    """ "decathlon", "image_folder" or "synthetic_cells" for a DATA argument."""
     if data == SYNTHETIC:
         return SYNTHETIC
     root = pathlib.Path(data)
@@ -210,7 +210,8 @@ def fingerprint(
         for channel, stats in enumerate(channels):
             stats.add(item.image[..., channel][foreground], rng, keep)
         values, counts = np.unique(item.labels, return_counts=True)
-        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        voxels = dict(zip(values.tolist(), counts.tolist(), strict=True))
+        for value, count in voxels.items():
             class_counts[value] = class_counts.get(value, 0) + count
         after = resample.shape_for_spacing(shape, item.spacing, spacing)
         cases.append(
@@ -219,7 +220,7 @@ def fingerprint(
                 "spacing": [round(float(s), 5) for s in item.spacing],
                 "shape_before": list(shape),
                 "shape_after": list(after),
-                "class_voxels": {str(v): c for v, c in zip(values.tolist(), counts.tolist())},
+                "class_voxels": {str(v): c for v, c in voxels.items()},
             }
         )
         files.extend(item.files)

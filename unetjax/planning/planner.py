@@ -277,9 +277,7 @@ def evaluation_crop(fp: dict, shape: topology.Topology) -> tuple[tuple[int, ...]
     images are scored whole (tiled where they vary in size)."""
     if fp["kind"] != "decathlon":
         return None, "whole images (full-size validation, tiled where sizes vary)"
-    crop = tuple(
-        math.ceil(m / d) * d for m, d in zip(fp["max_shape"], shape.divisor, strict=True)
-    )
+    crop = tuple(math.ceil(m / d) * d for m, d in zip(fp["max_shape"], shape.divisor, strict=True))
     return crop, f"the largest case is {'x'.join(map(str, fp['max_shape']))} at the target spacing"
 
 

@@ -89,9 +89,7 @@ def pooling(spacing: Sequence[float], patch: Sequence[int], min_edge: int = MIN_
             size[a] = math.ceil(size[a] / 2)
     kernels.append(tuple(kernel))
     pools = [sum(s[a] == 2 for s in strides) for a in range(dims)]
-    padded = tuple(
-        math.ceil(p / 2**n) * 2**n for p, n in zip(patch, pools, strict=True)
-    )
+    padded = tuple(math.ceil(p / 2**n) * 2**n for p, n in zip(patch, pools, strict=True))
     return Topology(padded, tuple(strides), tuple(kernels))
 
 
