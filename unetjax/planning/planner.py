@@ -402,6 +402,7 @@ def make_plan(
         "strides": [list(s) for s in planned.strides],
         "kernels": [list(k) for k in planned.kernels],
         "predicted_peak_bytes": used,
+        "measured_model": model.to_dict(),
         "seconds_per_step": seconds,
         "fingerprint": fp,
     }
