@@ -76,7 +76,12 @@ def main(argv: list[str]) -> int:
 
     base = ml_collections.ConfigDict({"architecture": args.architecture, **MODEL_OPTIONS})
     plan = planner.make_plan(fp, wanted, base, devices=jax.device_count())
-    path = plans_file.save(plan, pathlib.Path(output))
+    try:
+        path = plans_file.save(plan, pathlib.Path(output))
+    except OSError as error:
+        raise common.UsageError(
+            f"cannot write plans.json in {output} ({error.strerror}); give --output DIR"
+        ) from None
     print(planner.describe(plan))
     print(f"wrote {path}")
     return common.EXIT_OK

@@ -116,14 +116,18 @@ def _shrink(patch: list[int], median, divisor) -> bool:
 
 def shrink_sequence(spacing, median) -> list[tuple[topology.Topology, topology.Topology]]:
     """Every candidate from the initial patch down to the smallest, one shrink step apart:
-    (the per-axis topology, the one the model runs) for each."""
-    patch = list(topology.initial_patch(spacing, median))
-    sequence = [_topology(spacing, patch)]
-    while _shrink(patch, median, sequence[-1][1].divisor):
+    (the per-axis topology, the one the model runs) for each. As in nnU-Net, the padded patch
+    shrinks by the divisor of the axis and is padded again for its new topology."""
+    sequence = [_topology(spacing, topology.initial_patch(spacing, median))]
+    while True:
+        planned = sequence[-1][0]
+        patch = list(planned.patch)
+        if not _shrink(patch, median, planned.divisor):
+            return sequence
         candidate = _topology(spacing, patch)
-        if candidate[1].patch != sequence[-1][1].patch:  # padding can undo a step
-            sequence.append(candidate)
-    return sequence
+        if candidate[0].patch == planned.patch:
+            return sequence  # padding undid the step: nothing smaller to try
+        sequence.append(candidate)
 
 
 def fit_patch(
