@@ -4,10 +4,11 @@
 
 For each budget, plans DATA (the memory fit compiles the real train step and reads XLA's
 `memory_analysis()`; the step is not timed here), then runs that step in a fresh process at the
-planned batch and patch: the measured peak is the resident memory the step adds while it runs
-(VmRSS sampled every millisecond, less the RSS just before it) plus the bytes of the state and
-batch it takes as arguments. On a GPU the device's `peak_bytes_in_use` is read instead. Prints a
-table and writes --output (JSON). Measures memory, not time: a loaded machine does not change it.
+planned batch and patch: the measured peak is the resident memory its first run adds (VmRSS
+sampled every millisecond, less the RSS just before it; XLA:CPU keeps the temporary buffer for
+later runs) plus the bytes of the state and batch it takes as arguments. On a GPU the device's
+`peak_bytes_in_use` is read instead. Prints a table and writes --output (JSON). Measures memory,
+not time: a loaded machine does not change it.
 """
 
 from __future__ import annotations
@@ -65,8 +66,6 @@ def measure(plan_path: str) -> dict:
     }
     compiled = step.lower(state, inputs).compile()
     arguments = sum(x.nbytes for x in jax.tree.leaves((state, inputs)))
-    state, metrics = compiled(state, inputs)  # first run: buffers and thread pools settle
-    jax.block_until_ready(metrics)
     device = jax.devices()[0]
     if device.platform != "cpu":
         state, metrics = compiled(state, inputs)
@@ -81,9 +80,10 @@ def measure(plan_path: str) -> dict:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    for _ in range(2):
-        state, metrics = compiled(state, inputs)
-        jax.block_until_ready(metrics)
+    # The first run only: XLA:CPU keeps a step's temporary buffer for the next run, so later
+    # runs add nothing to the resident memory.
+    state, metrics = compiled(state, inputs)
+    jax.block_until_ready(metrics)
     running[0] = False
     sampler.join()
     return {
