@@ -136,3 +136,11 @@ def test_a_planned_run_trains_with_the_plan_and_records_the_overrides(folder, tm
     assert saved["train"]["num_steps"] == plan["config"]["train.num_steps"]
     kept = json.loads((workdir / "plans.json").read_text())
     assert kept["data_hash"] == plan["data_hash"] and kept["overrides"] == {"model.filters": [4, 8]}
+
+
+def test_the_keys_given_on_the_command_line_are_the_overrides():
+    from unetjax.cli import train
+
+    argv = ["--config", "configs/auto.py", "--config.train.batch_size=3", "--workdir", "w"]
+    argv += ["--config.data.patch_size", "(8, 16, 16)"]
+    assert train.override_keys(argv) == ("train.batch_size", "data.patch_size")
