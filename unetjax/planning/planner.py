@@ -374,7 +374,11 @@ def make_plan(
         "patch": f"{_shape(shape.patch)}: shaped by the inverse spacing, clipped to the median "
         f"shape, shrunk (largest relative to the median first) until batch {MIN_BATCH} fit "
         f"{gigabytes(budget.memory_bytes)}; tried {'; '.join(tried)}"
-        + (f"; {smaller} case(s) smaller than the patch are padded" if smaller else ""),
+        + (
+            f"; {smaller} case(s) smaller than the patch along some axis are padded there"
+            if smaller
+            else ""
+        ),
         "pooling": f"nnU-Net's per-axis strides {per_axis} (depth {planned.depth})"
         + (
             ""
