@@ -144,3 +144,13 @@ def test_the_keys_given_on_the_command_line_are_the_overrides():
     argv = ["--config", "configs/auto.py", "--config.train.batch_size=3", "--workdir", "w"]
     argv += ["--config.data.patch_size", "(8, 16, 16)"]
     assert train.override_keys(argv) == ("train.batch_size", "data.patch_size")
+
+
+def test_a_read_only_data_folder_asks_for_output_before_any_work(folder, tmp_path):
+    folder.chmod(0o555)
+    try:
+        result = _run(["-m", "unetjax.plan", str(folder)], tmp_path)
+    finally:
+        folder.chmod(0o755)
+    _assert_user_error(result, "cannot write plans.json", "give --output DIR")
+    assert not (folder / "plans.json").exists()

@@ -70,6 +70,8 @@ def main(argv: list[str]) -> int:
         if args.data == fingerprint.SYNTHETIC:
             raise common.UsageError("synthetic_cells has no folder; give --output DIR")
         output = args.data
+    if not plans_file.writable(output):  # before the work
+        raise common.UsageError(f"cannot write plans.json in {output}; give --output DIR")
     fp = fingerprint.fingerprint(args.data)
     import jax
     import ml_collections

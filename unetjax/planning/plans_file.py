@@ -36,6 +36,15 @@ def save(plan: dict, directory: str | os.PathLike) -> pathlib.Path:
     return path
 
 
+def writable(directory: str | os.PathLike) -> bool:
+    """Whether plans.json may go in `directory`: writable, and not a folder whose mode says
+    read-only (a shared dataset; root could write it anyway)."""
+    path = pathlib.Path(directory)
+    if not path.exists():
+        return True
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+
+
 def _jsonable(value):
     if hasattr(value, "tolist"):
         return value.tolist()
@@ -131,10 +140,10 @@ def planned_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collec
         plan = planner.make_plan(
             fingerprint.fingerprint(data), wanted, config.model, devices=jax.device_count()
         )
-        try:
+        if writable(path.parent):
             path = save(plan, path.parent)
-        except OSError as error:
-            logger.info("cannot write %s (%s); the plan is kept in the run only", path, error)
+        else:
+            logger.info("%s is read-only; the plan is kept in the run only", path.parent)
     logger.info("%s", planner.describe(plan))
     overridden = apply(config, plan, tuple(config.plan.overrides or ()))
     if overridden:
