@@ -154,3 +154,15 @@ def test_a_read_only_data_folder_asks_for_output_before_any_work(folder, tmp_pat
         folder.chmod(0o755)
     _assert_user_error(result, "cannot write plans.json", "give --output DIR")
     assert not (folder / "plans.json").exists()
+
+
+def test_the_hippocampus_benchmark_splits_by_subject_and_answers_help(tmp_path):
+    from benchmarks.hippocampus_plan import subject_split
+
+    ids = [f"hippocampus_{n:03d}" for n in (1, 2, 3, 4, 6, 7, 8, 10, 11, 12)]
+    split = subject_split(ids, 0.4, seed=0)
+    subject = lambda case: (int(case[-3:]) + 1) // 2  # noqa: E731 - cases 2k-1 and 2k
+    assert sorted(split["train"] + split["validation"]) == ids
+    assert not {subject(c) for c in split["train"]} & {subject(c) for c in split["validation"]}
+    result = _run(["benchmarks/hippocampus_plan.py", "--help"], tmp_path)
+    assert result.returncode == 0 and "split by subject" in result.stdout.lower()
