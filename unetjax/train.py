@@ -116,6 +116,10 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     """Checks the run directory, prepares the data, builds the model, compiles the step and
     restores the latest checkpoint (parameters, iterator, early-stopping counters)."""
     config = rundir.absolute_paths(config)
+    if config.get("plan") is not None and config.plan.enabled:  # configs/auto.py
+        from unetjax.planning import plans_file
+
+        config = plans_file.planned_config(config, workdir)
     rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
     encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
     train_config = config.train

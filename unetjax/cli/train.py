@@ -60,10 +60,18 @@ def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, boo
     if flag_values.config is None:
         raise common.UsageError("--config is required, e.g. --config configs/tiny.py")
     config_path = flag_values["config"].config_filename
+    if "plan" in flag_values.config:  # a planned config: the keys given here win over the plan
+        flag_values.config.plan.overrides = override_keys(argv)
     workdir = flag_values.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(config_path))[0]
     )
     return flag_values.config, workdir, flag_values.wait_for_lock
+
+
+def override_keys(argv: Sequence[str]) -> tuple[str, ...]:
+    """The config keys set on the command line: --config.a.b=v or --config.a.b v."""
+    prefix = "--config."
+    return tuple(arg[len(prefix) :].split("=", 1)[0] for arg in argv if arg.startswith(prefix))
 
 
 def main(argv: list[str]) -> int:

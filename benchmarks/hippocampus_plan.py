@@ -1,0 +1,234 @@
+"""MSD Hippocampus: the plan against a hand-written config and MONAI's BasicUNetPlusPlus, at one
+wall-clock budget per arm, validated on held-out subjects.
+
+    python benchmarks/hippocampus_plan.py --minutes 17 [--arms plan,hand,monai] \\
+        [--data ../shared/data/msd_hippocampus] [--workdir runs/hippocampus_plan]
+
+Split by subject: cases 2k-1 and 2k are the two sides of one subject (the data's README), so
+case n belongs to subject (n + 1) // 2 and a subject's cases are never on both sides; 20% of the
+subjects (seeded) are held out for validation.
+
+Arms, each given --minutes of wall clock for training (a run still going at the budget gets
+SIGTERM, checkpoints and stops; the plan is made beforehand with `unetjax-plan` and its time is
+reported, not charged, as a plan is made once per dataset and machine):
+  plan   configs/auto.py with --config.plan.hours = minutes / 60;
+  hand   the issue's hand-written config: UNet++ depth 3, filters 16..128, patch 40x56x40,
+         batch 2, 1 mm, 400 steps per 17 minutes (configs/decathlon_liver.py's recipe);
+  monai  MONAI BasicUNetPlusPlus (features 32..512, deep supervision off) at the plan's patch
+         and batch, Adam 3e-3, Dice + cross-entropy, batches from the same unetjax pipeline.
+unetjax arms are scored by `evaluate.py --split validation` (Dice per class, HD95, per head and
+for the accurate mode, bootstrap CIs in summary.json); the MONAI arm by the same per-case Dice and
+`evaluation.surface.hd95` on the same validation crops. Writes <workdir>/results.json and prints
+a markdown table. Needs a quiet machine: the arms are compared at equal wall-clock time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "msd_hippocampus"
+CLASSES = {1: "Anterior", 2: "Posterior"}
+
+
+def subject_split(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, tuple]:
+    """train / validation case ids, whole subjects on each side (case n: subject (n+1)//2)."""
+    subjects: dict[int, list[str]] = {}
+    for case_id in sorted(case_ids):
+        subjects.setdefault((int(case_id.rsplit("_", 1)[1]) + 1) // 2, []).append(case_id)
+    order = np.random.default_rng(seed).permutation(sorted(subjects))
+    held = set(order[: max(1, round(val_fraction * len(order)))].tolist())
+    return {
+        "train": tuple(c for s in sorted(subjects) if s not in held for c in subjects[s]),
+        "validation": tuple(c for s in sorted(subjects) if s in held for c in subjects[s]),
+    }
+
+
+def _stems(values: tuple[str, ...]) -> str:
+    return "(" + ",".join(f"'{v}'" for v in values) + ",)"
+
+
+def _train(command: list[str], minutes: float, log: pathlib.Path) -> float:
+    """Runs train.py, sending SIGTERM at the budget; returns the wall-clock seconds."""
+    start = time.time()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            process.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            process.wait()
+    return time.time() - start
+
+
+def _evaluate(workdir: pathlib.Path) -> dict:
+    output = workdir / "eval_validation"
+    subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            "--model",
+            str(workdir),
+            "--split",
+            "validation",
+            "--output",
+            str(output),
+        ],
+        cwd=REPO,
+        check=True,
+    )
+    return json.loads((output / "summary.json").read_text())
+
+
+def unetjax_arms(args, split) -> dict:
+    common = [
+        f"--config.data.manual_dir={args.data}",
+        f"--config.data.train_stems={_stems(split['train'])}",
+        f"--config.data.val_stems={_stems(split['validation'])}",
+        "--config.data.test_stems=()",
+        f"--config.data.data_dir={args.workdir / 'tfds'}",
+        "--config.train.progress_bar=False",
+    ]
+    results = {}
+    if "plan" in args.arms:
+        start = time.time()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "unetjax.plan",
+                str(args.data),
+                "--hours",
+                str(args.minutes / 60),
+                "--output",
+                str(args.workdir),
+            ],
+            cwd=REPO,
+            check=True,
+        )
+        plan_seconds = time.time() - start
+        command = [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/auto.py",
+            "--workdir",
+            str(args.workdir / "plan"),
+            f"--config.plan.file={args.workdir / 'plans.json'}",
+            f"--config.plan.hours={args.minutes / 60}",
+            *common,
+        ]
+        seconds = _train(command, args.minutes, args.workdir / "plan.log")
+        results["plan"] = {
+            "plan_seconds": plan_seconds,
+            "train_seconds": seconds,
+            "summary": _evaluate(args.workdir / "plan"),
+        }
+    if "hand" in args.arms:
+        command = [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/decathlon_liver.py",
+            "--workdir",
+            str(args.workdir / "hand"),
+            *common,
+            "--config.data.target_spacing=(1.0, 1.0, 1.0)",
+            "--config.model.base_filters=16",
+            "--config.model.depth=3",
+            "--config.data.patch_size=(40, 56, 40)",
+            "--config.data.eval_patch_size=(48, 64, 48)",
+            "--config.train.batch_size=2",
+            f"--config.train.num_steps={round(400 * args.minutes / 17)}",
+        ]
+        seconds = _train(command, args.minutes, args.workdir / "hand.log")
+        results["hand"] = {"train_seconds": seconds, "summary": _evaluate(args.workdir / "hand")}
+    return results
+
+
+def monai_arm(args) -> dict:
+    """BasicUNetPlusPlus at the plan's patch and batch, on the plan run's prepared data."""
+    import ml_collections
+    import torch
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import BasicUNetPlusPlus
+
+    from unetjax import data
+    from unetjax.evaluation import surface
+
+    config = ml_collections.ConfigDict(
+        json.loads((args.workdir / "plan" / "config.json").read_text())
+    )
+    dataset = data.prepare(config.data)
+    batches = data.train_iterator(dataset, batch_size=config.train.batch_size, seed=0)
+    net = BasicUNetPlusPlus(
+        spatial_dims=3,
+        in_channels=config.model.in_channels,
+        out_channels=config.model.num_classes,
+        features=(32, 32, 64, 128, 256, 32),
+    )
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    start, steps = time.time(), 0
+    while time.time() - start < args.minutes * 60:
+        batch = next(batches)
+        image = torch.from_numpy(np.moveaxis(batch["image"], -1, 1).copy())
+        mask = torch.from_numpy(batch["mask"][:, None].astype(np.int64))
+        optimizer.zero_grad()
+        loss = loss_fn(net(image)[0], mask)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    net.eval()
+    scores = {name: {"dice": [], "hd95": []} for name in CLASSES.values()}
+    with torch.no_grad():
+        for batch in data.eval_batches(dataset, "validation", batch_size=1):
+            if not batch["valid"][0]:
+                continue
+            image = torch.from_numpy(np.moveaxis(batch["image"], -1, 1).copy())
+            predicted = net(image)[0].argmax(1).numpy()[0]
+            reference = batch["mask"][0]
+            for value, name in CLASSES.items():
+                p, r = predicted == value, reference == value
+                scores[name]["dice"].append(2 * (p & r).sum() / max(p.sum() + r.sum(), 1))
+                scores[name]["hd95"].append(surface.hd95(p, r, config.data.target_spacing))
+    summary = {
+        name: {metric: float(np.nanmean(values)) for metric, values in per.items()}
+        for name, per in scores.items()
+    }
+    return {"train_seconds": time.time() - start, "steps": steps, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "hippocampus_plan")
+    parser.add_argument("--minutes", type=float, default=17.0, help="wall clock per arm")
+    parser.add_argument("--arms", default="plan,hand,monai", help="comma-separated")
+    parser.add_argument("--seed", type=int, default=0, help="of the subject split")
+    args = parser.parse_args(argv)
+    args.arms = set(args.arms.split(","))
+    if not (args.data / "dataset.json").is_file():
+        raise SystemExit(f"{args.data}: no dataset.json; give --data the MSD hippocampus folder")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    case_ids = sorted(p.name[: -len(".nii.gz")] for p in (args.data / "labelsTr").glob("*.nii.gz"))
+    split = subject_split(case_ids, 0.2, args.seed)
+    results = {"split": {k: len(v) for k, v in split.items()}, **unetjax_arms(args, split)}
+    if "monai" in args.arms:
+        results["monai"] = monai_arm(args)
+    (args.workdir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    print(json.dumps(results, indent=2, default=float)[:4000])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""unetjax-plan and configs/auto.py as a user runs them: error paths in subprocesses, the hash
+check, and a planned run end to end."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import auto
+from unetjax.data.volumes import synthetic_decathlon
+from unetjax.planning import fingerprint, planner, plans_file
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(args, tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return synthetic_decathlon.write_dataset(
+        tmp_path_factory.mktemp("msd"), num_training=4, num_test=0
+    )
+
+
+def test_a_missing_folder_and_a_negative_budget_are_one_line_errors(tmp_path, folder):
+    _assert_user_error(
+        _run(["-m", "unetjax.plan", str(tmp_path / "nowhere")], tmp_path), "no such folder"
+    )
+    _assert_user_error(
+        _run(["-m", "unetjax.plan", str(folder), "--memory-gb", "-1"], tmp_path),
+        "expected a positive number of GB",
+    )
+
+
+def test_a_dataset_of_one_case_gets_a_one_line_reason(tmp_path):
+    one = synthetic_decathlon.write_dataset(tmp_path / "one", num_training=1, num_test=0)
+    _assert_user_error(
+        _run(["-m", "unetjax.plan", str(one)], tmp_path), "1 labelled case", "at least 2"
+    )
+
+
+@pytest.mark.slow  # two compiles of the train step
+def test_a_budget_too_small_names_the_budget_and_the_minimum_that_fits(tmp_path):
+    for name in ("images", "masks"):
+        (tmp_path / "cells" / name).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index, size in enumerate([(20, 24), (24, 20), (22, 22)]):  # varied sizes, 2D
+        Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)).save(
+            tmp_path / "cells" / "images" / f"c{index}.png"
+        )
+        mask = (rng.random(size) > 0.5).astype(np.uint8) * 255
+        Image.fromarray(mask).save(tmp_path / "cells" / "masks" / f"c{index}.png")
+    result = _run(["-m", "unetjax.plan", str(tmp_path / "cells"), "--memory-gb", "1e-5"], tmp_path)
+    _assert_user_error(result, "memory budget of 1e-05 GB", "too small", "at least")
+
+
+def test_a_plan_made_for_other_data_is_refused_naming_both_hashes(folder, tmp_path):
+    config = auto.get_config()
+    config.data.manual_dir = str(folder)
+    config.plan.file = str(tmp_path / "plans.json")
+    stale = {"version": planner.VERSION, "config": {}, "data_hash": "ffff", "source": "/old"}
+    (tmp_path / "plans.json").write_text(json.dumps(stale))
+    current = fingerprint.data_hash(str(folder))
+    with pytest.raises(ValueError, match=f"hash ffff, /old.*has hash {current}"):
+        plans_file.planned_config(config, str(tmp_path / "run"))
+
+
+def test_auto_without_a_data_folder_says_what_to_set(tmp_path):
+    result = _run(
+        ["train.py", "--config", "configs/auto.py", "--workdir", str(tmp_path / "run")], tmp_path
+    )
+    _assert_user_error(result, "--config.data.manual_dir=DIR")
+
+
+def _formula_peak(model_config, optimizer, batch, patch):
+    return batch * int(np.prod(patch)) * sum(model_config.filters) * 40
+
+
+@pytest.mark.slow  # a real training start: tens of seconds on a loaded 2-core CPU
+def test_a_planned_run_trains_with_the_plan_and_records_the_overrides(folder, tmp_path):
+    """The plan beside the data is reused (made here with a formula for the memory, so no
+    compile), its values land in the run's config, and the overridden ones are recorded."""
+    budget = plans_file.budget(1.0, 0.01)
+    model = ml_collections.ConfigDict(auto.get_config().model.to_dict())
+    plan = planner.make_plan(
+        fingerprint.fingerprint(str(folder)),
+        budget,
+        model,
+        peak=_formula_peak,
+        step_seconds=lambda *a: 1.0,
+    )
+    plans_file.save(plan, tmp_path)
+    workdir = tmp_path / "run"
+    result = _run(
+        [
+            "train.py",
+            "--config",
+            "configs/auto.py",
+            "--workdir",
+            str(workdir),
+            f"--config.data.manual_dir={folder}",
+            f"--config.plan.file={tmp_path / 'plans.json'}",
+            "--config.plan.memory_gb=1.0",
+            "--config.plan.hours=0.01",
+            "--config.model.filters=(4, 8)",
+            "--config.train.stop_after_steps=1",
+            "--config.train.progress_bar=False",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["plan"]["overridden"] == ["model.filters"]
+    assert saved["model"]["filters"] == [4, 8]
+    assert saved["data"]["patch_size"] == list(plan["config"]["data.patch_size"])
+    assert saved["train"]["num_steps"] == plan["config"]["train.num_steps"]
+    kept = json.loads((workdir / "plans.json").read_text())
+    assert kept["data_hash"] == plan["data_hash"] and kept["overrides"] == {"model.filters": [4, 8]}
+
+
+def test_the_keys_given_on_the_command_line_are_the_overrides():
+    from unetjax.cli import train
+
+    argv = ["--config", "configs/auto.py", "--config.train.batch_size=3", "--workdir", "w"]
+    argv += ["--config.data.patch_size", "(8, 16, 16)"]
+    assert train.override_keys(argv) == ("train.batch_size", "data.patch_size")
+
+
+def test_a_read_only_data_folder_asks_for_output_before_any_work(folder, tmp_path):
+    folder.chmod(0o555)
+    try:
+        result = _run(["-m", "unetjax.plan", str(folder)], tmp_path)
+    finally:
+        folder.chmod(0o755)
+    _assert_user_error(result, "cannot write plans.json", "give --output DIR")
+    assert not (folder / "plans.json").exists()
+
+
+def test_the_hippocampus_benchmark_splits_by_subject_and_answers_help(tmp_path):
+    from benchmarks.hippocampus_plan import subject_split
+
+    ids = [f"hippocampus_{n:03d}" for n in (1, 2, 3, 4, 6, 7, 8, 10, 11, 12)]
+    split = subject_split(ids, 0.4, seed=0)
+    subject = lambda case: (int(case[-3:]) + 1) // 2  # noqa: E731 - cases 2k-1 and 2k
+    assert sorted(split["train"] + split["validation"]) == ids
+    assert not {subject(c) for c in split["train"]} & {subject(c) for c in split["validation"]}
+    result = _run(["benchmarks/hippocampus_plan.py", "--help"], tmp_path)
+    assert result.returncode == 0 and "split by subject" in result.stdout.lower()

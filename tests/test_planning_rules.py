@@ -1,0 +1,146 @@
+"""Planning rules on hand-built fingerprints: nnU-Net's pooling, the memory fit and its limits.
+
+The memory fit runs here on a formula in place of the compiled step (fast, and the rule is what
+is tested); one test compiles the real step and checks XLA's figure against the arrays it holds.
+"""
+
+import math
+
+import ml_collections
+import pytest
+
+from unetjax.planning import memory, planner, topology
+
+MODEL = ml_collections.ConfigDict(
+    {
+        "architecture": "unet_plusplus",
+        "deep_supervision": True,
+        "norm": "instance",
+        "activation": "relu",
+        "dropout": 0.0,
+        "upsample": "transpose",
+        "cat_channels": 64,
+        "dtype": "float32",
+    }
+)
+
+
+def _fingerprint(spacing, median, num_cases=40, kind="decathlon"):
+    return {
+        "kind": kind,
+        "source": "hand-built",
+        "channels": ["MRI"],
+        "labels": {"background": 0, "a": 1, "b": 2},
+        "class_fractions": {"0": 0.9, "1": 0.05, "2": 0.05},
+        "spatial_dims": len(spacing),
+        "num_cases": num_cases,
+        "target_spacing": list(spacing),
+        "median_shape": list(median),
+        "max_shape": [int(m) + 5 for m in median],
+        "total_voxels": int(num_cases * math.prod(median)),
+        "data_hash": "0" * 16,
+        "cases": [{"shape_after": list(median)}] * num_cases,
+    }
+
+
+def _formula_peak(model_config, optimizer, batch, patch):
+    """Parameters (with Adam's two moments) plus activations linear in batch x voxels."""
+    params = sum(f * f * 27 for f in model_config.filters)
+    return 4 * 3 * params + batch * math.prod(patch) * sum(model_config.filters) * 40
+
+
+def _plan(fp, gb, peak=_formula_peak):
+    budget = planner.Budget(int(gb * 2**30), "as asked", 1.0)
+    return planner.make_plan(fp, budget, MODEL, peak=peak, step_seconds=lambda *a: 0.5)
+
+
+def test_an_axis_of_5_mm_on_0_8_mm_pixels_is_not_pooled_until_the_others_catch_up():
+    shape = topology.pooling((5.0, 0.8, 0.8), (20, 192, 160))
+    # Worked by hand: in-plane spacing 0.8 -> 1.6 -> 3.2 mm before 5 mm is under twice it.
+    assert shape.strides == ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2))
+    assert shape.kernels[:2] == ((1, 3, 3), (1, 3, 3)) and shape.kernels[2] == (3, 3, 3)
+    assert shape.pools_per_axis == (2, 5, 5) and shape.patch == (20, 192, 160)
+    # The bottleneck is about 4 voxels on every axis: 20/4, 192/32, 160/32.
+    assert [p // d for p, d in zip(shape.patch, shape.divisor, strict=True)] == [5, 6, 5]
+
+
+def test_isotropic_data_pools_every_axis_until_the_edge_is_about_4():
+    shape = topology.pooling((1.0, 1.0, 1.0), (40, 56, 40))
+    assert shape.strides == ((2, 2, 2),) * 3 and shape.patch == (40, 56, 40)
+
+
+def test_the_initial_patch_follows_the_inverse_spacing_and_the_median_shape():
+    patch = topology.initial_patch((5.0, 0.8, 0.8), (1000, 1000, 1000))
+    assert patch[1] == patch[2] and patch[1] / patch[0] == pytest.approx(6.25, rel=0.05)
+    assert math.prod(patch) == pytest.approx(256**3, rel=0.05)
+    assert topology.initial_patch((1.0, 1.0, 1.0), (36, 50, 35)) == (36, 50, 35)
+
+
+def test_filters_double_from_32_and_are_capped_per_dimension():
+    assert topology.filters(5, 3) == (32, 64, 128, 256, 320, 320)
+    assert topology.filters(6, 2) == (32, 64, 128, 256, 512, 512, 512)
+
+
+def test_the_memory_fit_is_monotone_in_the_budget_and_stays_under_it():
+    fp = _fingerprint((1.0, 1.0, 1.0), (160, 160, 160), num_cases=200)
+    voxels = []
+    for gb in (0.5, 1, 2, 4, 8, 16):
+        plan = _plan(fp, gb)
+        assert plan["predicted_peak_bytes"] <= gb * 2**30
+        voxels.append(
+            plan["config"]["train.batch_size"] * math.prod(plan["config"]["data.patch_size"])
+        )
+        assert plan["config"]["train.batch_size"] >= planner.MIN_BATCH
+    assert voxels == sorted(voxels) and voxels[-1] > voxels[0]
+
+
+def test_a_shrinking_patch_gives_up_the_axis_largest_against_the_median_first():
+    fp = _fingerprint((1.0, 1.0, 1.0), (64, 200, 200), num_cases=200)
+    for gb in (0.5, 2, 4):
+        patch = _plan(fp, gb)["config"]["data.patch_size"]
+        ratios = [p / m for p, m in zip(patch, fp["median_shape"], strict=True)]
+        # Shrunk in proportion to the median shape, not axis by axis to the minimum.
+        assert max(ratios) - min(ratios) < 0.15 and patch[0] < patch[1]
+
+
+def test_the_batch_never_holds_more_than_5_percent_of_the_dataset():
+    fp = _fingerprint((1.0, 1.0, 1.0), (32, 32, 32), num_cases=100)
+    plan = _plan(fp, 64)
+    cap = round(0.05 * fp["total_voxels"] / math.prod(plan["config"]["data.patch_size"]))
+    assert plan["config"]["train.batch_size"] == cap == 5
+
+
+def test_a_budget_too_small_names_the_budget_and_the_minimum():
+    fp = _fingerprint((1.0, 1.0, 1.0), (64, 64, 64))
+    with pytest.raises(planner.PlanError, match=r"budget of 0.001 GB .* needs .* at least"):
+        _plan(fp, 0.001)
+
+
+def test_one_case_gets_a_one_line_reason():
+    with pytest.raises(planner.PlanError, match="1 labelled case; a plan needs at least 2"):
+        _plan(_fingerprint((1.0, 1.0, 1.0), (32, 32, 32), num_cases=1), 4)
+
+
+def test_the_evaluation_crop_holds_the_largest_case_and_2d_folders_are_scored_whole():
+    fp = _fingerprint((1.0, 1.0, 1.0), (36, 50, 35))
+    config = _plan(fp, 4)["config"]
+    assert all(c >= m for c, m in zip(config["data.eval_patch_size"], fp["max_shape"], strict=True))
+    assert config["data.rot90_prob"] == 0.0  # anatomy: no 90-degree turns
+    folder = _fingerprint((1.0, 1.0), (300, 400), kind="image_folder")
+    folder["class_fractions"] = {"0": 0.8, "255": 0.2}
+    config = _plan(folder, 4)["config"]
+    assert config["data.eval_patch_size"] is None and config["data.name"] == "image_folder"
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_the_compiled_step_holds_at_least_its_parameters_moments_and_batch():
+    fp = _fingerprint((1.0, 1.0), (32, 32), kind="image_folder")
+    fp["class_fractions"] = {"0": 0.5, "1": 0.5}
+    shape = topology.isotropic(topology.pooling((1.0, 1.0), (16, 16)))
+    model = planner.model_config(MODEL, fp, shape)
+    model.filters = (4, 8, 16)
+    params = 4 * 8 * 9 + 4 + 4 * 4 * 9 + 4  # a lower bound: the first two convolutions
+    peak = memory.peak_bytes(model, planner.MEASURE_OPTIMIZER, 8, (16, 16))
+    # Parameters and Adam's two moments (float32), the images and the int32 masks.
+    assert peak >= 3 * 4 * params + 8 * 16 * 16 * (4 + 4)
+    assert peak < 64 * 2**20  # and not a wild figure for a 4..16-filter network

@@ -1,0 +1,320 @@
+"""The plan: every training choice derived from a fingerprint, a memory budget and a time budget.
+
+`make_plan` returns a JSON-ready dict whose "config" maps dotted config keys (`train.batch_size`)
+to values, with a reason for each in "reasons"; `configs/auto.py` applies it as ordinary config
+fields, and `unetjax-plan` prints it. The memory fit compiles the real train step
+(`memory.peak_bytes`): nnU-Net estimates its VRAM from a formula calibrated on one GPU, we ask
+XLA for the step that will actually run. docs/medical.md gives every rule and where it departs
+from nnU-Net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import ml_collections
+import numpy as np
+
+from unetjax.data import kinds
+from unetjax.planning import memory, rules, topology
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+MIN_BATCH = 2
+MAX_DATASET_FRACTION = 0.05  # no batch holds more than 5% of the dataset's voxels
+MIN_PATCH_EDGE = 2 * topology.MIN_EDGE
+# The graph pools every axis at every level: per-axis strides are planned and recorded but the
+# model runs the isotropic version (`topology.isotropic`) until the architectures support them.
+PER_AXIS_POOLING = False
+
+# The train step is measured with Adam, whose two moments per parameter bound SGD's one.
+MEASURE_OPTIMIZER = ml_collections.ConfigDict(
+    {
+        "name": "adam",
+        "learning_rate": 1e-3,
+        "schedule": "constant",
+        "warmup_steps": 0,
+        "b1": 0.9,
+        "b2": 0.999,
+        "grad_clip_norm": 0.0,
+    }
+)
+
+PeakFn = Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict, int, Sequence[int]], int]
+TimeFn = Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict, int, Sequence[int]], float]
+
+
+class PlanError(ValueError):
+    """The data or the budgets admit no plan; the message says why and what would work."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What the plan must fit: device memory in bytes (and where that figure came from), and
+    the hours training may take."""
+
+    memory_bytes: int
+    memory_source: str
+    hours: float
+
+
+def gigabytes(value: int) -> str:
+    return f"{value / 2**30:.3g} GB"
+
+
+def task(fp: dict) -> tuple[int, str]:
+    """(num_classes, output_activation) as the trainer will infer them from the data."""
+    if kinds.get(fp["kind"]).takes_volumes:  # label maps with the labels of dataset.json
+        return len(fp["labels"]), "softmax"
+    values = {int(v) for v in fp["class_fractions"]}
+    if values <= {0, 1} or values <= {0, 255}:
+        return 1, "sigmoid"
+    return max(values) + 1, "softmax"
+
+
+def model_config(
+    base: ml_collections.ConfigDict, fp: dict, shape: topology.Topology
+) -> ml_collections.ConfigDict:
+    """`base` (a config.model section) with the planned and data-derived fields filled in."""
+    config = ml_collections.ConfigDict(base.to_dict())
+    num_classes, activation = task(fp)
+    config.update(
+        depth=shape.depth,
+        filters=topology.filters(shape.depth, fp["spatial_dims"]),
+        base_filters=None,
+        spatial_dims=fp["spatial_dims"],
+        in_channels=len(fp["channels"]),
+        num_classes=num_classes,
+        output_activation=activation,
+    )
+    return config
+
+
+def _topology(spacing, patch) -> tuple[topology.Topology, topology.Topology]:
+    """(nnU-Net's per-axis topology, the one the model runs)."""
+    planned = topology.pooling(spacing, patch)
+    return planned, planned if PER_AXIS_POOLING else topology.isotropic(planned)
+
+
+def _shrink(patch: list[int], median, divisor) -> bool:
+    """One shrink step of the axis largest relative to the median shape that can still shrink;
+    False when every axis is at its minimum."""
+    order = np.argsort([-p / m for p, m in zip(patch, median, strict=True)])
+    for axis in order:
+        smaller = patch[axis] - divisor[axis]
+        if smaller >= MIN_PATCH_EDGE:
+            patch[axis] = smaller
+            return True
+    return False
+
+
+def shrink_sequence(spacing, median) -> list[tuple[topology.Topology, topology.Topology]]:
+    """Every candidate from the initial patch down to the smallest, one shrink step apart:
+    (the per-axis topology, the one the model runs) for each. As in nnU-Net, the padded patch
+    shrinks by the divisor of the axis and is padded again for its new topology."""
+    sequence = [_topology(spacing, topology.initial_patch(spacing, median))]
+    while True:
+        planned = sequence[-1][0]
+        patch = list(planned.patch)
+        if not _shrink(patch, median, planned.divisor):
+            return sequence
+        candidate = _topology(spacing, patch)
+        if candidate[0].patch == planned.patch:
+            return sequence  # padding undid the step: nothing smaller to try
+        sequence.append(candidate)
+
+
+def fit_patch(
+    fp: dict, budget: Budget, base: ml_collections.ConfigDict, optimizer, peak: PeakFn
+) -> tuple[topology.Topology, topology.Topology, int, list[str]]:
+    """The largest candidate patch (nnU-Net's shrink order) whose step fits at batch 2, its
+    measured peak and the patches measured. Memory falls along the candidates, so a jump sized
+    by the first measurement, then bisection, needs a few compiles rather than one per step."""
+    sequence = shrink_sequence(fp["target_spacing"], fp["median_shape"])
+    measured: dict[int, int] = {}
+    tried = []
+
+    def used(index: int) -> int:
+        if index not in measured:
+            shape = sequence[index][1]
+            config = model_config(base, fp, shape)
+            measured[index] = peak(config, optimizer, MIN_BATCH, shape.patch)
+            tried.append(f"{_shape(shape.patch)}: {gigabytes(measured[index])}")
+        return measured[index]
+
+    fits, too_big = None, None
+    index = 0
+    while fits is None:
+        if used(index) <= budget.memory_bytes:
+            fits = index
+            break
+        too_big = index
+        if index == len(sequence) - 1:
+            shape = sequence[index][1]
+            raise PlanError(
+                f"a memory budget of {gigabytes(budget.memory_bytes)} ({budget.memory_source}) "
+                f"is too small: the smallest sensible network (patch {_shape(shape.patch)}, "
+                f"batch {MIN_BATCH}, filters {topology.filters(shape.depth, fp['spatial_dims'])})"
+                f" needs {gigabytes(used(index))}; raise --memory-gb to at least "
+                f"{math.ceil(used(index) / 2**30 * 1000) / 1000:g}"
+            )
+        target = _voxels(sequence[index]) * budget.memory_bytes / used(index)
+        index = next(
+            (j for j in range(index + 1, len(sequence)) if _voxels(sequence[j]) <= target),
+            len(sequence) - 1,
+        )
+    while too_big is not None and fits - too_big > 1:
+        middle = (fits + too_big) // 2
+        if used(middle) <= budget.memory_bytes:
+            fits = middle
+        else:
+            too_big = middle
+    planned, shape = sequence[fits]
+    return planned, shape, used(fits), tried
+
+
+def _voxels(candidate: tuple[topology.Topology, topology.Topology]) -> int:
+    return math.prod(candidate[1].patch)
+
+
+def fit_batch(
+    fp: dict, budget: Budget, config, optimizer, patch, peak_at_min: int, peak: PeakFn
+) -> tuple[int, int, str]:
+    """(batch, its measured peak, why): memory grows linearly with the batch, so two compiles
+    give its slope; the 5% rule caps it; a final compile checks the choice."""
+    peak_one = peak(config, optimizer, 1, patch)
+    per_sample = max(peak_at_min - peak_one, 1)
+    by_memory = MIN_BATCH + (budget.memory_bytes - peak_at_min) // per_sample
+    cap = round(MAX_DATASET_FRACTION * fp["total_voxels"] / math.prod(patch))
+    batch = int(max(MIN_BATCH, min(by_memory, cap)))
+    why = (
+        f"{by_memory} fit in memory ({gigabytes(per_sample)} per sample)"
+        + (f"; capped at {cap}: 5% of the dataset's voxels" if cap < by_memory else "")
+        + (f"; raised to the minimum {MIN_BATCH}" if batch > min(by_memory, cap) else "")
+    )
+    used = peak_at_min if batch == MIN_BATCH else peak(config, optimizer, batch, patch)
+    while used > budget.memory_bytes and batch > MIN_BATCH:
+        batch -= 1
+        used = peak(config, optimizer, batch, patch)
+    return batch, used, why
+
+
+def make_plan(
+    fp: dict,
+    budget: Budget,
+    base_model: ml_collections.ConfigDict,
+    *,
+    devices: int = 1,
+    peak: PeakFn = memory.peak_bytes,
+    step_seconds: TimeFn = memory.seconds_per_step,
+) -> dict:
+    """The plan for fingerprint `fp` (see the module doc). `peak` and `step_seconds` measure
+    the train step; tests pass formulas instead."""
+    if fp["num_cases"] < 2:
+        raise PlanError(
+            f"{fp['source']}: {fp['num_cases']} labelled case; a plan needs at least 2 (one to "
+            "train on, one to validate on)"
+        )
+    base_model = ml_collections.ConfigDict(base_model.to_dict())
+    base_model.norm = "instance"
+    planned, shape, used, tried = fit_patch(fp, budget, base_model, MEASURE_OPTIMIZER, peak)
+    model = model_config(base_model, fp, shape)
+    batch, used, batch_why = fit_batch(
+        fp, budget, model, MEASURE_OPTIMIZER, shape.patch, used, peak
+    )
+    seconds = step_seconds(model, MEASURE_OPTIMIZER, batch, shape.patch)
+    num_steps, steps_why = rules.schedule_steps(seconds, budget.hours)
+    optimiser_fields, optimiser_why = rules.optimiser(num_steps)
+    augment_fields, augment_why = rules.augmentation(fp)
+    crop, crop_why = rules.evaluation_crop(fp, shape)
+    eval_every = max(1, min(num_steps, max(10, num_steps // 10)))
+    spacing, median = fp["target_spacing"], fp["median_shape"]
+    smaller = sum(
+        any(s < p for s, p in zip(case["shape_after"], shape.patch, strict=True))
+        for case in fp["cases"]
+    )
+    config = {
+        **rules.data_fields(fp),
+        "data.patch_size": shape.patch,
+        "data.eval_patch_size": crop,
+        **augment_fields,
+        "model.norm": "instance",
+        "model.depth": shape.depth,
+        "model.filters": tuple(model.filters),
+        "model.base_filters": None,
+        "train.batch_size": batch,
+        "train.eval_batch_size": devices,
+        "train.num_steps": num_steps,
+        "train.eval_every": eval_every,
+        "train.checkpoint_every": eval_every,
+        "train.log_every": max(1, min(50, eval_every // 5)),
+        **optimiser_fields,
+    }
+    per_axis = " ".join("(" + ",".join(map(str, s)) + ")" for s in planned.strides)
+    reasons = {
+        "target spacing": f"{_mm(spacing)}: the median spacing of {fp['num_cases']} cases "
+        "(with nnU-Net's exception for strongly anisotropic data)",
+        "median shape": f"{_shape(median)} voxels at the target spacing",
+        "patch": f"{_shape(shape.patch)}: shaped by the inverse spacing, clipped to the median "
+        f"shape, shrunk (largest relative to the median first) until batch {MIN_BATCH} fit "
+        f"{gigabytes(budget.memory_bytes)}; tried {'; '.join(tried)}"
+        + (
+            f"; {smaller} case(s) smaller than the patch along some axis are padded there"
+            if smaller
+            else ""
+        ),
+        "pooling": f"nnU-Net's per-axis strides {per_axis} (depth {planned.depth})"
+        + (
+            ""
+            if PER_AXIS_POOLING
+            else f"; the model pools every axis at each of {shape.depth} levels (per-axis "
+            "strides are not in the graph yet)"
+        ),
+        "depth": f"{shape.depth}: pooling until the bottleneck edge is about "
+        f"{topology.MIN_EDGE} voxels",
+        "filters": f"{tuple(model.filters)}: 32 doubling per level, capped at "
+        f"{topology.MAX_FILTERS[fp['spatial_dims']]}",
+        "norm": f"instance: batches of {batch} make batch statistics noisy (nnU-Net's choice)",
+        "batch": f"{batch}: {batch_why}; measured peak {gigabytes(used)} of "
+        f"{gigabytes(budget.memory_bytes)} ({budget.memory_source})",
+        "steps": f"{num_steps}: {steps_why}",
+        "optimiser": optimiser_why,
+        "augmentation": augment_why,
+        "dimensionality": rules.dimensionality(fp),
+        "evaluation crop": f"{'whole' if crop is None else _shape(crop)}: {crop_why}",
+    }
+    return {
+        "version": VERSION,
+        "source": fp["source"],
+        "data_hash": fp["data_hash"],
+        "budget": dataclasses.asdict(budget),
+        "architecture": base_model.architecture,
+        "config": config,
+        "reasons": reasons,
+        "strides": [list(s) for s in planned.strides],
+        "kernels": [list(k) for k in planned.kernels],
+        "predicted_peak_bytes": used,
+        "measured_model": model.to_dict(),
+        "seconds_per_step": seconds,
+        "fingerprint": fp,
+    }
+
+
+def _mm(values: Sequence[float]) -> str:
+    return " x ".join(f"{v:.3g}" for v in values) + " mm"
+
+
+def _shape(values: Sequence[float]) -> str:
+    return "x".join(f"{v:g}" for v in values)
+
+
+def describe(plan: dict) -> str:
+    """The plan as a few readable lines: each choice and why."""
+    width = max(len(k) for k in plan["reasons"])
+    lines = [f"plan for {plan['source']} (data hash {plan['data_hash']})"]
+    lines += [f"  {key:<{width}}  {why}" for key, why in plan["reasons"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""The planning rules that need no measurement: optimiser, augmentation, 2D or 3D, the evaluation
+crop, the number of steps for a time budget, and the data fields of a plan (docs/medical.md)."""
+
+from __future__ import annotations
+
+import math
+
+from unetjax.data import kinds
+from unetjax.planning import fingerprint, topology
+
+TRAIN_SHARE = 0.8  # of the time budget; the rest evaluates, checkpoints and loads data
+SGD_FROM_STEPS = 5000
+MIN_STEPS, MAX_STEPS = 10, 250_000
+
+
+def optimiser(num_steps: int) -> tuple[dict, str]:
+    """nnU-Net's SGD for long runs; Adam with a cosine decay for short ones."""
+    if num_steps >= SGD_FROM_STEPS:
+        values = {
+            "optimizer.name": "sgd",
+            "optimizer.learning_rate": 1e-2,
+            "optimizer.momentum": 0.99,
+            "optimizer.nesterov": True,
+            "optimizer.weight_decay": 3e-5,
+            "optimizer.schedule": "poly",
+            "optimizer.poly_power": 0.9,
+            "optimizer.end_lr_factor": 0.0,
+            "optimizer.warmup_steps": 0,
+        }
+        return values, f"{num_steps} steps: nnU-Net's SGD (0.01, Nesterov 0.99, poly 0.9)"
+    values = {
+        "optimizer.name": "adam",
+        "optimizer.learning_rate": 3e-3,
+        "optimizer.weight_decay": 0.0,
+        "optimizer.schedule": "cosine",
+        "optimizer.end_lr_factor": 0.01,
+        "optimizer.warmup_steps": min(50, num_steps // 10),
+    }
+    return values, (
+        f"{num_steps} steps, under {SGD_FROM_STEPS}: Adam 3e-3 with a cosine decay converges in "
+        "few steps; nnU-Net's SGD schedule assumes 250,000"
+    )
+
+
+def augmentation(fp: dict) -> tuple[dict, str]:
+    """Mirroring and in-plane rotation and scaling; 90-degree turns only where orientation
+    carries no meaning (microscopy), never for anatomy."""
+    anatomy = _volumes(fp)  # scans have an orientation; micrographs do not
+    values = {
+        "data.augment": True,
+        "data.flip_prob": 0.5,
+        "data.rot90_prob": 0.0 if anatomy else 0.5,
+        "data.affine_prob": 0.2,
+        "data.rotation_degrees": 30.0 if anatomy else 180.0,
+        "data.scale_range": (0.7, 1.4),
+        "data.elastic_prob": 0.0,
+        "data.brightness_delta": 0.1,
+        "data.contrast_range": (0.75, 1.25),
+        "data.gamma_range": (0.7, 1.5),
+        "data.noise_prob": 0.1,
+        "data.noise_std": 0.1,
+    }
+    why = (
+        "anatomy (a Decathlon folder): mirroring, in-plane rotation +-30 and scaling 0.7-1.4, "
+        "intensity changes, no 90-degree turns (anatomy never shows them), no elastic "
+        "deformation (nnU-Net v2 dropped it)"
+        if anatomy
+        else "no preferred orientation (2D images): mirroring, 90-degree turns, any in-plane "
+        "rotation, scaling 0.7-1.4, intensity changes"
+    )
+    return values, why
+
+
+def dimensionality(fp: dict) -> str:
+    """Why the data trains in 2D or 3D (and when both would be worth a try)."""
+    if fp["spatial_dims"] == 2:
+        return "2D images"
+    spacing = fp["target_spacing"]
+    if max(spacing) / min(spacing) > 3:
+        return (
+            "3D; the spacing is anisotropic (over 3x), where nnU-Net also trains a 2D model "
+            "on slices and keeps the better: the decathlon reader trains 3D only"
+        )
+    return "3D volumes at near-isotropic spacing: 3D context helps, as in nnU-Net's 3d_fullres"
+
+
+def evaluation_crop(fp: dict, shape: topology.Topology) -> tuple[tuple[int, ...] | None, str]:
+    """A centre crop holding the largest case, in multiples of the model's divisor (3D); 2D
+    images are scored whole (tiled where they vary in size)."""
+    if not _volumes(fp):
+        return None, "whole images (full-size validation, tiled where sizes vary)"
+    crop = tuple(math.ceil(m / d) * d for m, d in zip(fp["max_shape"], shape.divisor, strict=True))
+    return crop, f"the largest case is {'x'.join(map(str, fp['max_shape']))} at the target spacing"
+
+
+def schedule_steps(seconds: float, hours: float) -> tuple[int, str]:
+    usable = hours * 3600 * TRAIN_SHARE
+    steps = int(min(MAX_STEPS, max(MIN_STEPS, usable // seconds)))
+    return steps, (
+        f"{hours:g} h x {TRAIN_SHARE:.0%} for training / {seconds:.3g} s per measured step "
+        f"(clipped to {MIN_STEPS}..{MAX_STEPS})"
+    )
+
+
+def data_fields(fp: dict) -> dict:
+    """The config.data fields that name and shape the dataset the plan was made for."""
+    return fingerprint.SOURCES[fp["kind"]].data_fields(fp)
+
+
+def _volumes(fp: dict) -> bool:
+    """Whether the fingerprinted data trains as volumes of a scan (`kinds.takes_volumes`)."""
+    return kinds.get(fp["kind"]).takes_volumes
