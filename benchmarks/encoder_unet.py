@@ -42,7 +42,7 @@ def run_jax(args) -> dict:
     import optax
     from flax import nnx
 
-    from unetjax import layers, nested_unet
+    from unetjax import layers, models, nested_unet
     from unetjax.cli import import_smp
 
     base = import_smp.import_config(
@@ -54,7 +54,7 @@ def run_jax(args) -> dict:
     masks = jnp.asarray(rng.uniform(0, 1, (args.train_batch, size, size, 1)) > 0.5, jnp.float32)
     results = {}
     for deep_supervision in (False, True):
-        model = nested_unet.from_config({**base, "deep_supervision": deep_supervision})
+        model = models.from_config({**base, "deep_supervision": deep_supervision})
         optimizer = optax.adam(1e-4)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         opt_state = optimizer.init(params)

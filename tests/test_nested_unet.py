@@ -158,7 +158,7 @@ def test_forward_and_backward_in_2d_and_3d(architecture, spatial_dims, size):
 
 def test_batch_norm_statistics_update_only_in_training(image):
     model = nu.UNet(filters=TINY, norm="batch", rngs=nnx.Rngs(0))
-    mean = lambda: np.asarray(model.nodes["x_0_0"].conv1.norm.mean.value)  # noqa: E731
+    mean = lambda: np.asarray(model.nodes["x_0_0"].conv1.norm.mean[...])  # noqa: E731
     before = mean()
     model(image[:, :16, :16], train=False)
     np.testing.assert_array_equal(mean(), before)
@@ -213,4 +213,4 @@ def test_bad_options_are_rejected():
 def test_default_filters_double_from_32():
     model = abstract("unet", depth=2)
     assert model.spec.filters == (32, 64, 128)
-    assert math.prod(model.nodes["x_2_0"].conv2.conv.kernel.value.shape) == 9 * 128 * 128
+    assert math.prod(model.nodes["x_2_0"].conv2.conv.kernel[...].shape) == 9 * 128 * 128

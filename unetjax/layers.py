@@ -1,9 +1,9 @@
 """The layers every node of the graph is made of, and the options that decide them.
 
 `NetworkSpec` holds the layer options shared by the whole network; `ConvNormAct` and
-`LearnedUpsample` are the blocks with parameters; `max_pool` and `interpolate` the fixed
-resamplings; `compiler_options` how XLA:CPU should compile a program of them.
-Channels-last, 2D or 3D by `spec.spatial_dims`.
+`LearnedUpsample` are the blocks with parameters; `max_pool`, `interpolate` and
+`upsample_nearest` the fixed resamplings; `compiler_options` how XLA:CPU should compile a
+program of them. Channels-last, 2D or 3D by `spec.spatial_dims`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": jax.nn.silu,
 }
 NORMS = ("none", "batch", "instance", "group")
-UPSAMPLES = ("transpose", "interpolate")
+UPSAMPLES = ("transpose", "interpolate", "nearest")
 PAPER_FILTERS = (32, 64, 128, 256, 512)
 WIDE_FILTERS = (35, 70, 140, 280, 560)
 
@@ -46,8 +46,9 @@ class NetworkSpec:
       norm: "none" (the paper), "batch", "instance" or "group" (8 groups).
       activation: a key of `ACTIVATIONS`.
       dropout: rate after every conv activation (0 disables it).
-      upsample: "transpose" (2x2 transposed conv, the paper) or "interpolate" (1x1 conv, then
-        linear interpolation).
+      upsample: "transpose" (2x2 transposed conv, the paper), "interpolate" (1x1 conv, then
+        linear interpolation) or "nearest" (parameter-free nearest-neighbour x2, smp's decoders;
+        the node's convolution then takes the input's own channels).
       cat_channels: UNet 3+ channels per full-scale input (64 in the paper).
       output_activation: "sigmoid" (binary or multi-label) or "softmax" (multi-class); how
         probabilities are formed in `predict`, and what the losses expect.
@@ -210,6 +211,13 @@ class LearnedUpsample(nnx.Module):
         x = self.conv(x)
         # The 1x1 conv commutes with linear interpolation: convolving first is 2^d times cheaper.
         return interpolate(x, 2)
+
+
+def upsample_nearest(x: jax.Array) -> jax.Array:
+    """x2 nearest-neighbour up-sampling of the spatial axes (torch's `interpolate(..., 2)`)."""
+    for axis in range(1, x.ndim - 1):
+        x = jnp.repeat(x, 2, axis=axis)
+    return x
 
 
 def interpolate(x: jax.Array, factor: int) -> jax.Array:

@@ -22,9 +22,8 @@ from jax.experimental import multihost_utils
 from unetjax import (
     checkpoint,
     data,
-    encoder_unet,
     layers,
-    nested_unet,
+    models,
     optim,
     parallel,
     rundir,
@@ -173,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     rundir.check_workdir(workdir)
     config = rundir.absolute_paths(config)
     rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
-    encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
+    models.check_weights(config.model)  # a missing weights file, before the data too
     train_config = config.train
     if train_config.distributed:
         parallel.initialize_distributed(
@@ -196,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         train_config.batch_size,
     )
 
-    model = nested_unet.from_config(config.model, seed=config.seed, pretrained=True)
+    model = models.from_config(config.model, seed=config.seed, pretrained=True)
     head_depths, graph_depth = model.head_depths, model.graph.depth
     names.check_best_metric(train_config.best_metric, head_depths)
     optimizer, schedule = optim.make_optimizer(config.optimizer, train_config.num_steps)

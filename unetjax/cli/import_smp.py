@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from unetjax import checkpoint, data, encoder_unet, nested_unet, rundir
+from unetjax import checkpoint, data, encoder_unet, models, nested_unet, rundir
 from unetjax.cli import common
 from unetjax.encoders import read_state_dict, smp
 
@@ -32,7 +32,7 @@ def import_config(
     *, encoder: str, classes: int, in_channels: int, normalize: str, source: str
 ) -> ml_collections.ConfigDict:
     """The run config of an imported smp UnetPlusPlus: smp's decoder settings, one head."""
-    mean, std = encoder_unet.NORMALIZATIONS.get(normalize, (None, None))
+    mean, std = models.NORMALIZATIONS.get(normalize, (None, None))
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.model = dict(
@@ -79,7 +79,7 @@ def import_smp(
         normalize=normalize,
         source=os.path.abspath(path),
     )
-    model = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
+    model = nnx.eval_shape(lambda: models.from_config(config.model))
     smp.load_smp_state_dict(model, read_state_dict(path), source=path)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     rundir.save_config(workdir, config)

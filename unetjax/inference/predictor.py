@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from unetjax import checkpoint, layers, nested_unet, parallel, rundir
+from unetjax import checkpoint, layers, models, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
 from unetjax.data import normalization
 from unetjax.inference import tiling
@@ -231,8 +231,8 @@ def load_predictor(
     model_dir = os.fspath(path)
     config = rundir.load_config(model_dir)
     if dtype is not None:
-        if dtype not in nested_unet.DTYPES:
-            raise ValueError(f"dtype={dtype!r}; expected one of {list(nested_unet.DTYPES)}")
+        if dtype not in models.DTYPES:
+            raise ValueError(f"dtype={dtype!r}; expected one of {list(models.DTYPES)}")
         config.model.dtype = dtype
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -246,7 +246,7 @@ def load_predictor(
         )
     directory = rundir.checkpoint_dir(model_dir)
     step = checkpoint.resolve_step(directory, step)
-    full = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
+    full = nnx.eval_shape(lambda: models.from_config(config.model))
     abstract = nested_unet.pruned_abstract(full, depth, mode)
     graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
     target = {"params": params}
