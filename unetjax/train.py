@@ -20,9 +20,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from unetjax import (
+    backend,
     checkpoint,
     data,
-    layers,
     models,
     optim,
     parallel,
@@ -242,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             rundir.save_json(workdir, rundir.SPLITS_FILE, dataset.split_stems)
         volume_preprocessing.save_for_run(workdir, dataset)  # spacing, intensity (volumes)
 
-    train_step = jax.jit(
+    train_step = backend.jit(
         steps.make_train_step(
             graphdef,
             optimizer,
@@ -254,16 +254,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         in_shardings=(replicated, parallel.batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
-        compiler_options=layers.compiler_options(),
     )
-    eval_step = jax.jit(
+    eval_step = backend.jit(
         steps.make_eval_step(
             graphdef,
             output_activation=info.output_activation,
             threshold=train_config.eval_threshold,
             ignore_index=info.ignore_index,
-        ),
-        compiler_options=layers.compiler_options(),
+        )
     )
     if full_size_validation(dataset):
         all_heads = full_size.all_heads_function(graphdef, info.output_activation)

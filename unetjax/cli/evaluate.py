@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from unetjax import data, inference, rundir
+from unetjax import backend, data, inference, rundir
 from unetjax.cli import common
 from unetjax.evaluation import reports, scoring
 from unetjax.evaluation.counts import counts_at_thresholds, summarize_counts
@@ -97,7 +97,7 @@ def _counts_fn(
         thresholds=tuple(thresholds),
         ignore_index=ignore_index,
     )
-    return jax.jit(counts) if jit else counts
+    return backend.jit(counts) if jit else counts
 
 
 def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], np.ndarray]:

@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from unetjax import data, layers, losses
+from unetjax import backend, data, losses
 from unetjax.evaluation import counts, heads
 from unetjax.inference import tiling
 
@@ -36,7 +36,7 @@ def all_heads_function(graphdef: nnx.GraphDef, output_activation: str):
         activate = jax.nn.softmax if output_activation == "softmax" else jax.nn.sigmoid
         return jnp.concatenate([activate(head) for head in logits], axis=-1)
 
-    return jax.jit(probabilities, compiler_options=layers.compiler_options())
+    return backend.jit(probabilities)
 
 
 def _as_logits(probabilities: np.ndarray, output_activation: str) -> np.ndarray:

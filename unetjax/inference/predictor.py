@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from unetjax import checkpoint, layers, models, nested_unet, parallel, rundir
+from unetjax import backend, checkpoint, models, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
 from unetjax.data import normalization
 from unetjax.inference import tiling
@@ -76,11 +76,7 @@ class Predictor:
         self.mesh = parallel.make_mesh()
         self.graphdef, state = nnx.split(model)
         self.state = jax.device_put(state, parallel.replicated(self.mesh))
-        self._forward = jax.jit(
-            self.network_function(),
-            static_argnames=("flips",),
-            compiler_options=layers.compiler_options(),
-        )
+        self._forward = backend.jit(self.network_function(), static_argnames=("flips",))
 
     @property
     def align(self) -> int:
