@@ -8,7 +8,9 @@ gradient as a mask, activations stored once). Each function here takes that form
 and JAX's plain form on every other platform (the CPU forms were not measured there). The
 choice is `jax.lax.platform_dependent`: made when a program is lowered, for the platform it is
 lowered for, not by the process's default backend, so a program exported for CUDA from a CPU
-machine carries CUDA's forms only (and one exported for both carries both).
+machine carries CUDA's forms only (and one exported for both carries both). A converter that
+reads the traced program and knows no `platform_dependent` (jax2onnx) traces it inside
+`forms_for(platform)`, which makes the choice in Python.
 
 `jit` is `jax.jit` with `compiler_options()`: every train, eval and predict step of the project
 is compiled with it, and so should research code that jits its own step over these modules.
@@ -16,8 +18,10 @@ is compiled with it, and so should research code that jits its own step over the
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -26,6 +30,8 @@ from flax import nnx
 
 from unetjax import conv_kernels
 
+# The platform `forms_for` fixes while tracing; None: chosen at lowering.
+_FORMS_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("forms_for", default=None)
 # XLA:CPU (jax 0.10) hands 2D float32 convolutions to YNNPACK by default. On the benchmark CPU
 # XLA's own (Eigen) convolutions were faster: weight gradients 1.6 to 3.2x (they dominated the
 # train step), forward convolutions at 32 to 64 channels about 1.6x (pruned UNet++ inference at
@@ -69,8 +75,21 @@ def _cpu_options_apply() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def forms_for(platform: str) -> Iterator[None]:
+    """Programs traced inside take `platform`'s forms whatever they are lowered for."""
+    token = _FORMS_FOR.set(platform)
+    try:
+        yield
+    finally:
+        _FORMS_FOR.reset(token)
+
+
 def _on_cpu(cpu: Callable[[], jax.Array], default: Callable[[], jax.Array]) -> jax.Array:
     """`cpu()` in a program lowered for the CPU, `default()` for any other platform."""
+    fixed = _FORMS_FOR.get()
+    if fixed is not None:
+        return cpu() if fixed == "cpu" else default()
     return jax.lax.platform_dependent(cpu=cpu, default=default)
 
 
@@ -94,7 +113,7 @@ def max_pool(x: jax.Array, factor: int) -> jax.Array:
     window = (factor,) * (x.ndim - 2)
 
     def reduce_window() -> jax.Array:
-        return nnx.max_pool(x, window, strides=window)
+        return nnx.max_pool(x, window_shape=window, strides=window)
 
     return _on_cpu(lambda: conv_kernels.max_pool(x, factor), reduce_window)
 
