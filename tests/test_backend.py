@@ -81,6 +81,19 @@ def test_a_program_exported_for_cpu_and_cuda_runs_the_cpu_forms_on_the_cpu():
         np.testing.assert_array_equal(ours, expected)
 
 
+def test_forms_for_fixes_the_forms_while_tracing_whatever_the_lowering_platform():
+    def pool_gradient(x):
+        return jax.grad(lambda x: jnp.sum(backend.max_pool(x, 2)))(x)
+
+    x = jnp.ones((1, 4, 4, 1))
+    plain = export.export(jax.jit(pool_gradient), platforms=["cuda"])(x).mlir_module()
+    with backend.forms_for("cpu"):
+        fixed = export.export(jax.jit(pool_gradient), platforms=["cuda"])(x).mlir_module()
+    after = export.export(jax.jit(pool_gradient), platforms=["cuda"])(x).mlir_module()
+    assert count(plain, "select_and_scatter") == count(after, "select_and_scatter") == 1
+    assert count(fixed, "select_and_scatter") == 0 and count(fixed, "reduce_window") == 0
+
+
 def test_backend_jit_takes_jax_jit_options_and_works_as_a_decorator():
     @functools.partial(backend.jit, static_argnames="power")
     def raise_to(x, power):

@@ -77,12 +77,18 @@ def _cpu_options_apply() -> bool:
 
 @contextlib.contextmanager
 def forms_for(platform: str) -> Iterator[None]:
-    """Programs traced inside take `platform`'s forms whatever they are lowered for."""
+    """Programs traced inside take `platform`'s forms whatever they are lowered for.
+
+    JAX reuses a function's trace whatever this says, so the trace caches are cleared on the way
+    in and out (a one-off export's cost: the next call of a jitted step compiles again).
+    """
     token = _FORMS_FOR.set(platform)
+    jax.clear_caches()
     try:
         yield
     finally:
         _FORMS_FOR.reset(token)
+        jax.clear_caches()
 
 
 def _on_cpu(cpu: Callable[[], jax.Array], default: Callable[[], jax.Array]) -> jax.Array:
