@@ -32,7 +32,7 @@ from flax import nnx
 
 from benchmarks import harness
 from configs import default as default_config
-from unetjax import checkpoint, inference, nested_unet, rundir
+from unetjax import checkpoint, inference, models, rundir
 from unetjax.inference.deploy import artifact, artifact_runner
 
 RUNTIMES = ("predictor", "stablehlo", "onnx")
@@ -92,7 +92,7 @@ def save_random_run(workdir: str, *, base_filters: int, norm: str, spatial_dims:
     model_config.spatial_dims, model_config.in_channels = spatial_dims, 1
     model_config.num_classes, model_config.output_activation = 1, "sigmoid"
     config.data.spatial_dims = spatial_dims
-    model = nested_unet.from_config(model_config, seed=0)
+    model = models.from_config(model_config, seed=0)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     state = {"step": jnp.asarray(0, jnp.int32), "params": params, "model_state": model_state}
     manager = checkpoint.CheckpointManager(rundir.checkpoint_dir(workdir))

@@ -13,7 +13,6 @@ counterpart for). float32 on the CPU.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import subprocess
 import sys
@@ -42,7 +41,7 @@ def run_jax(args) -> dict:
     import optax
     from flax import nnx
 
-    from unetjax import layers, nested_unet
+    from unetjax import backend, models, nested_unet
     from unetjax.cli import import_smp
 
     base = import_smp.import_config(
@@ -54,12 +53,12 @@ def run_jax(args) -> dict:
     masks = jnp.asarray(rng.uniform(0, 1, (args.train_batch, size, size, 1)) > 0.5, jnp.float32)
     results = {}
     for deep_supervision in (False, True):
-        model = nested_unet.from_config({**base, "deep_supervision": deep_supervision})
+        model = models.from_config({**base, "deep_supervision": deep_supervision})
         optimizer = optax.adam(1e-4)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         opt_state = optimizer.init(params)
 
-        @functools.partial(jax.jit, compiler_options=layers.compiler_options())
+        @backend.jit
         def step(params, rest, opt_state, images, masks, graphdef=graphdef, optimizer=optimizer):
             def loss_fn(params, rest):
                 # Fresh Variables at the grad trace level: batch statistics are updated inside.
@@ -83,10 +82,7 @@ def run_jax(args) -> dict:
         key = "train_ds" if deep_supervision else "train"
         results[key] = args.train_batch / seconds
         if not deep_supervision:
-            predict = jax.jit(
-                lambda state, x, g=graphdef: nnx.merge(g, state).predict(x),
-                compiler_options=layers.compiler_options(),
-            )
+            predict = backend.jit(lambda state, x, g=graphdef: nnx.merge(g, state).predict(x))
             state_all = nnx.state(model)
             results["infer"] = 1 / _timed(
                 lambda p=predict, s=state_all: jax.block_until_ready(p(s, images[:1])),
@@ -98,9 +94,8 @@ def run_jax(args) -> dict:
             for depth in model.head_depths:
                 pruned = nested_unet.prune(model, depth)
                 g, s = nnx.split(pruned)
-                predict = jax.jit(
-                    lambda s, x, g=g, d=depth: nnx.merge(g, s).predict(x, depth=d),
-                    compiler_options=layers.compiler_options(),
+                predict = backend.jit(
+                    lambda s, x, g=g, d=depth: nnx.merge(g, s).predict(x, depth=d)
                 )
                 results[f"infer_L{depth}_ms"] = 1000 * _timed(
                     lambda p=predict, s=s: jax.block_until_ready(p(s, images[:1])),

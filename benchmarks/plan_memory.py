@@ -39,7 +39,7 @@ def measure(plan_path: str) -> dict:
     import ml_collections
     import numpy as np
 
-    from unetjax import layers, nested_unet, optim, steps
+    from unetjax import backend, models, optim, steps
     from unetjax.planning import planner
 
     with open(plan_path) as f:
@@ -47,13 +47,12 @@ def measure(plan_path: str) -> dict:
     model_config = ml_collections.ConfigDict(plan["measured_model"])
     batch, patch = plan["config"]["train.batch_size"], plan["config"]["data.patch_size"]
     optimizer, schedule = optim.make_optimizer(planner.MEASURE_OPTIMIZER, 1000)
-    graphdef, state = steps.create_train_state(nested_unet.from_config(model_config), optimizer)
-    step = jax.jit(
+    graphdef, state = steps.create_train_state(models.from_config(model_config), optimizer)
+    step = backend.jit(
         steps.make_train_step(
             graphdef, optimizer, output_activation=model_config.output_activation, schedule=schedule
         ),
         donate_argnums=(0,),
-        compiler_options=layers.compiler_options(),
     )
     rng = np.random.default_rng(0)
     inputs = {

@@ -23,14 +23,14 @@ from flax import nnx
 
 from benchmarks import harness
 from configs import default
-from unetjax import checkpoint, inference, nested_unet, rundir
+from unetjax import checkpoint, inference, models, rundir
 
 
 def save_random_run(workdir: str) -> None:
     config = default.get_config()
     config.model.base_filters = 16
     config.model.update(in_channels=1, num_classes=1, output_activation="sigmoid", spatial_dims=2)
-    model = nested_unet.from_config(config.model)
+    model = models.from_config(config.model)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     manager = checkpoint.CheckpointManager(rundir.checkpoint_dir(workdir))
     manager.save(0, {"step": np.int32(0), "params": params, "model_state": model_state}, {})

@@ -17,7 +17,6 @@ JAX picks the GPU when one is present; the table names the device.
 from __future__ import annotations
 
 import argparse
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from benchmarks import harness
-from unetjax import layers
+from unetjax import backend
 from unetjax.nested_unet import UNetPlusPlus, count_params, prune
 
 PAPER_PARAMS = {1: 100_961, 2: 511_105, 3: 2_204_961, 4: 9_041_601}
@@ -103,7 +102,7 @@ def measure(
     pruned = prune(model, depth, mode)
     graphdef, state = nnx.split(pruned)
 
-    @functools.partial(jax.jit, compiler_options=layers.compiler_options())
+    @backend.jit
     def predict(state, images):
         return nnx.merge(graphdef, state).predict(images, depth=depth, mode=mode)
 

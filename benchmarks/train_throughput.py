@@ -2,10 +2,11 @@
 
 For U-Net, UNet++ (deep supervision, 4 heads) and UNet 3+ (deep supervision), batch norm by
 default, in float32 and bfloat16 compute (parameters stay float32), it compiles
-`unetjax.steps.make_train_step` under `jax.jit` with the state donated and reports: compile time,
-median and p90 step time, images/s, XLA's FLOP count of one step, achieved FLOP/s and its fraction
-of the device's peak (the figure used is printed: a datasheet figure for known GPUs, else a matrix
-product timed in the same run), XLA's buffer plan of one step and, on GPU, the allocator's peak.
+`unetjax.steps.make_train_step` under `backend.jit` with the state donated and reports: compile
+time, median and p90 step time, images/s, XLA's FLOP count of one step, achieved FLOP/s and its
+fraction of the device's peak (the figure used is printed: a datasheet figure for known GPUs, else
+a matrix product timed in the same run), XLA's buffer plan of one step and, on GPU, the
+allocator's peak.
 
 Commands (the defaults are the figures in benchmarks/RESULTS.md):
   python -m benchmarks.train_throughput                   # 96x96 b8 and b32, 512x512 b2
@@ -28,7 +29,7 @@ import optax
 from flax import nnx
 
 from benchmarks import harness
-from unetjax import layers, steps
+from unetjax import backend, steps
 from unetjax.nested_unet import count_params, create
 
 MODELS = ("unet", "unet_plusplus", "unet_3plus")
@@ -81,7 +82,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--xla-defaults",
         action="store_true",
-        help="jit the step with XLA's default options, not layers.compiler_options()",
+        help="jit the step with a plain jax.jit (XLA's default options), not backend.jit",
     )
     parser.add_argument("--quick", action="store_true", help="96x96 batch 8, 1 warm-up, 3 repeats")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -128,15 +129,13 @@ def measure(
 ) -> dict[str, Any]:
     """Compiles the donated train step and times `repeats` steps after `warmup`.
 
-    The step is jitted with `layers.compiler_options()`, as training runs it, unless
-    `xla_defaults` (XLA's default options, for an A/B of the two).
+    The step is jitted with `backend.jit`, as training runs it, unless `xla_defaults` (a plain
+    `jax.jit`, XLA's default options, for an A/B of the two).
     """
     optimizer = optax.adam(1e-3)
     graphdef, state = steps.create_train_state(model, optimizer)
-    options = None if xla_defaults else layers.compiler_options()
-    train_step = jax.jit(
-        steps.make_train_step(graphdef, optimizer), donate_argnums=0, compiler_options=options
-    )
+    jit = jax.jit if xla_defaults else backend.jit
+    train_step = jit(steps.make_train_step(graphdef, optimizer), donate_argnums=0)
     compiled, compile_seconds, flops = harness.compile_timed(train_step, state, batch)
     step_state = {"state": state}
 
@@ -170,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     print(
         f"train_throughput on {machine['device']} ({machine['cpu']}, {machine['nproc']} cores), "
         f"jax {machine['jax']}, norm {args.norm}, compiler options "
-        f"{None if args.xla_defaults else layers.compiler_options()}, load "
+        f"{None if args.xla_defaults else backend.compiler_options()}, load "
         f"{' / '.join(f'{value:.2f}' for value in os.getloadavg())}",
         flush=True,
     )

@@ -102,7 +102,7 @@ def run_unetjax(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks import harness
     from configs import default
     from unetjax import graph as graph_lib
-    from unetjax import nested_unet
+    from unetjax import models, nested_unet
     from unetjax.inference import TileOptions
 
     config = default.get_config()
@@ -119,7 +119,7 @@ def run_unetjax(args: argparse.Namespace) -> dict[str, Any]:
     # initialisers of a 3D UNet++ on a CPU, "rbg" keys seconds. Inference is unaffected.
     model = nested_unet.NestedUNet(
         graph_lib.graph_from_config(config.model),
-        nested_unet.spec_from_config(config.model),
+        models.spec_from_config(config.model),
         rngs=nnx.Rngs(jax.random.key(0, impl="rbg")),
     )
     predictor = predictor_for(model, args.depth, config)

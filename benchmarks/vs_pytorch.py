@@ -15,7 +15,7 @@ Pairs (unetjax model <-> peer), each row printing unetjax / peer throughput (> 1
     reference point, not a matched pair).
 The train step is the same on both sides: forward, the summed deep-supervision loss of every head
 (0.5 * BCE + 1 - soft Dice per image, as `unetjax.losses`), backward, Adam (lr 1e-3); unetjax's
-is jitted with `layers.compiler_options()` as training uses it (`--xla-defaults`: without).
+is jitted with `backend.jit` as training uses it (`--xla-defaults`: a plain `jax.jit`).
 Inference is the sigmoid of the deepest head (unetjax: `predict(mode="fast")`). `--dtype bfloat16`
 (opt-in) computes in bf16 with fp32 parameters and loss on both sides (torch: `torch.autocast`).
 Rows also give each side's compile time (unetjax: lowering and compiling; `torch.compile`: its

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from configs import default
-from unetjax import graph, nested_unet
+from unetjax import graph, models, nested_unet
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 CONFIGS = sorted(
@@ -41,7 +41,7 @@ def test_config_builds_its_model(name):
     model_config.num_classes = model_config.num_classes or 1
     model_config.output_activation = model_config.output_activation or "sigmoid"
     model_config.spatial_dims = config.data.spatial_dims
-    model = nnx.eval_shape(lambda: nested_unet.from_config(model_config))
+    model = nnx.eval_shape(lambda: models.from_config(model_config))
     assert nested_unet.count_params(model) > 0
     assert model.spec.spatial_dims == config.data.spatial_dims == len(config.data.patch_size)
     assert config.train.batch_size > 0 and config.train.num_steps > 0
@@ -59,7 +59,7 @@ def test_a_config_and_the_constructors_follow_one_width_rule():
     parameters, as `nested_unet.WideUNet` does; UNet++ gets 32..512 (9,041,601)."""
     for architecture, params in (("wide_unet", 9_282_246), ("unet_plusplus", 9_041_601)):
         config = _model_config(architecture=architecture, deep_supervision=False)
-        from_config = nnx.eval_shape(lambda c=config: nested_unet.from_config(c))
+        from_config = nnx.eval_shape(lambda c=config: models.from_config(c))
         assert nested_unet.count_params(from_config) == params
         assert graph.graph_from_config(config).depth == 4
 
@@ -69,6 +69,6 @@ def test_filters_that_disagree_with_depth_are_an_error_in_every_builder():
     with pytest.raises(ValueError, match=r"filters \(4, 8, 16\) has 3 levels; depth 4 needs 5"):
         graph.graph_from_config(config)
     with pytest.raises(ValueError, match=r"has 3 levels; depth 4 needs 5"):
-        nested_unet.from_config(config)
+        models.from_config(config)
     config.depth = None
     assert graph.graph_from_config(config).depth == 2

@@ -20,7 +20,7 @@ from conftest import import_torch_references
 from flax import nnx
 from PIL import Image
 
-from unetjax import inference, nested_unet, optim
+from unetjax import inference, models, nested_unet, optim
 from unetjax.cli import import_smp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,7 +100,7 @@ def smp_reference(torch, smp):
 
 
 def test_the_smp_compatible_unetpp_has_exactly_smps_parameter_count(smp_reference):
-    ours = nnx.eval_shape(lambda: nested_unet.from_config(smp_model_config()))
+    ours = nnx.eval_shape(lambda: models.from_config(smp_model_config()))
     expected = sum(p.numel() for p in smp_reference.parameters())
     assert nested_unet.count_params(ours) == expected == 26_078_609
 
@@ -165,7 +165,7 @@ def test_a_mistyped_smp_key_is_one_line_naming_it(smp_reference, tmp_path):
     state_dict["decoder.blocks.x_9_9.conv1.0.weight"] = state_dict.pop(
         "decoder.blocks.x_1_2.conv1.0.weight"
     )
-    model = nnx.eval_shape(lambda: nested_unet.from_config(smp_model_config()))
+    model = nnx.eval_shape(lambda: models.from_config(smp_model_config()))
     from unetjax.encoders import smp as smp_import
 
     with pytest.raises(ValueError, match=r"unexpected key 'decoder\.blocks\.x_9_9\.") as error:
@@ -175,7 +175,7 @@ def test_a_mistyped_smp_key_is_one_line_naming_it(smp_reference, tmp_path):
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_pruned_parameter_counts_equal_the_hand_counts_from_the_layer_shapes(depth, smp_reference):
-    full = nnx.eval_shape(lambda: nested_unet.from_config(smp_model_config(deep_supervision=True)))
+    full = nnx.eval_shape(lambda: models.from_config(smp_model_config(deep_supervision=True)))
     pruned = nested_unet.pruned_abstract(full, depth)
     if depth == 4:  # head 4's subgraph is smp's whole network
         expected = sum(p.numel() for p in smp_reference.parameters())
@@ -187,7 +187,7 @@ def test_pruned_parameter_counts_equal_the_hand_counts_from_the_layer_shapes(dep
 
 
 def test_a_pruned_call_runs_only_the_encoder_stages_its_head_needs():
-    model = nested_unet.from_config(
+    model = models.from_config(
         smp_model_config(
             encoder="resnet_tiny", decoder_channels=(16, 8, 8, 4, 4), deep_supervision=True
         )

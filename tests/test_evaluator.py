@@ -16,7 +16,7 @@ from PIL import Image
 
 from configs import tiny
 from tests import user_folders
-from unetjax import checkpoint, data, nested_unet, rundir, steps, train
+from unetjax import checkpoint, data, models, rundir, steps, train
 from unetjax.evaluation import evaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +76,7 @@ def training_validation(workdir: str, **options) -> evaluator.Scores:
     checkpoint."""
     config = rundir.load_config(workdir)
     dataset = data.prepare(config.data)
-    model = nested_unet.from_config(config.model)
+    model = models.from_config(config.model)
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     directory = rundir.checkpoint_dir(workdir)
     restored = checkpoint.restore_subtree(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from unetjax import checkpoint, inference, nested_unet, rundir
+from unetjax import checkpoint, inference, models, nested_unet, rundir
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -41,7 +41,7 @@ def make_tiny_run(workdir, config=None, *, seed: int = 0) -> nested_unet.NestedU
     """Saves a run (config.json + one checkpoint) like train.py's, with non-trivial batch
     statistics, and returns the full model it holds."""
     config = config or tiny_config()
-    model = nested_unet.from_config(config.model, seed=seed)
+    model = models.from_config(config.model, seed=seed)
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     rng = np.random.default_rng(seed)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from unetjax import layers, losses
+from unetjax import backend, conv_kernels, layers, losses
 from unetjax import nested_unet as nu
 
 
@@ -129,7 +129,7 @@ def conv(x, kernel):
 
 @pytest.mark.parametrize("spatial", [(12, 12), (6, 6, 6)])
 def test_convolutions_compiled_with_the_cpu_options_equal_the_default_compilation(spatial):
-    options = layers.compiler_options()
+    options = backend.compiler_options()
     if options is None:
         pytest.skip("no XLA:CPU options on this backend")
     keys = jax.random.split(jax.random.key(len(spatial)), 3)
@@ -150,14 +150,13 @@ def test_convolutions_compiled_with_the_cpu_options_equal_the_default_compilatio
         )
 
 
-def test_cpu_options_leave_2d_convolutions_out_of_ynnpack():
-    options = layers.compiler_options()
-    if options is None:
+def test_backend_jit_leaves_2d_convolutions_out_of_ynnpack():
+    if backend.compiler_options() is None:
         pytest.skip("no XLA:CPU options on this backend")
     x, kernel = jnp.ones((2, 12, 12, 24)), jnp.ones((3, 3, 24, 32))
     step = jax.grad(lambda x, kernel: jnp.sum(conv(x, kernel) ** 2), argnums=(0, 1))
     default = jax.jit(step).lower(x, kernel).compile().as_text()
-    tuned = jax.jit(step, compiler_options=options).lower(x, kernel).compile().as_text()
+    tuned = backend.jit(step).lower(x, kernel).compile().as_text()
     assert "__ynn_fusion" in default  # what the options change: XLA's default takes them
     assert "__ynn_fusion" not in tuned
 
@@ -179,7 +178,7 @@ def test_learned_upsample_and_its_gradients_equal_nnx_conv_transpose(shape):
             y, vjp = jax.vjp(lambda p, x: forward(nnx.merge(graphdef, p), x), params, x)
             return y, vjp(cotangent)
 
-        return jax.jit(run, compiler_options=layers.compiler_options())(params, x)
+        return backend.jit(run)(params, x)
 
     ours = forward_and_gradients(lambda layer, x: layer(x))
     expected = forward_and_gradients(lambda layer, x: layer.conv(x))
@@ -191,14 +190,14 @@ def test_learned_upsample_and_its_gradients_equal_nnx_conv_transpose(shape):
 def test_stored_once_is_the_identity_and_keeps_xla_from_recomputing_its_producers():
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 32))
     shift = jnp.full((32,), 0.25)
-    np.testing.assert_array_equal(layers.stored_once(x), x)
-    gradient = jax.grad(lambda x: jnp.sum(layers.stored_once(x) * x))(x)
+    np.testing.assert_array_equal(conv_kernels.stored_once(x), x)
+    gradient = jax.grad(lambda x: jnp.sum(conv_kernels.stored_once(x) * x))(x)
     np.testing.assert_array_equal(gradient, 2 * x)
 
     def relu_count(store, differentiate):
         def consumers(x, shift):
             y = jax.nn.relu(x * 1.5 + shift)
-            y = layers.stored_once(y) if store else y
+            y = conv_kernels.stored_once(y) if store else y
             return jnp.transpose(y, (3, 1, 2, 0)), y * 2.0
 
         def loss(x, shift):

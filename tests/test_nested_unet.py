@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from unetjax import graph as g
+from unetjax import layers
 from unetjax import nested_unet as nu
 
 TINY = (4, 8, 16)  # depth 2
@@ -56,6 +57,22 @@ def test_unet3plus_parameter_count_matches_a_hand_formula():
         decoder += sum(conv(3, c, cat) for c in sources) + conv(3, decoder_width, decoder_width)
     heads = 4 * conv(3, decoder_width, 1)
     assert nu.count_params(abstract("unet_3plus", filters=filters)) == encoder + decoder + heads
+
+
+def test_nearest_upsampling_has_no_parameters_and_keeps_the_deeper_channels():
+    """UNet++ depth 1 with smp's nearest up-sampling: x_0_1 convolves x_0_0 (4 channels) beside
+    x_1_0 repeated 2x2 (its own 8 channels); no transposed conv."""
+    model = nu.UNetPlusPlus(filters=(4, 8), upsample="nearest", rngs=nnx.Rngs(0))
+    x_0_0, x_1_0 = conv(3, 1, 4) + conv(3, 4, 4), conv(3, 4, 8) + conv(3, 8, 8)
+    x_0_1 = conv(3, 4 + 8, 4) + conv(3, 4, 4)
+    assert nu.count_params(model) == x_0_0 + x_1_0 + x_0_1 + conv(1, 4, 1)
+    assert not any(
+        "upsamplers" in map(str, path) for path, _ in nnx.to_flat_state(nnx.state(model))
+    )
+    assert model(jnp.ones((1, 4, 4, 1)))[0].shape == (1, 4, 4, 1)
+    pixels = jnp.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
+    expected = [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    np.testing.assert_array_equal(layers.upsample_nearest(pixels)[0, ..., 0], expected)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +175,7 @@ def test_forward_and_backward_in_2d_and_3d(architecture, spatial_dims, size):
 
 def test_batch_norm_statistics_update_only_in_training(image):
     model = nu.UNet(filters=TINY, norm="batch", rngs=nnx.Rngs(0))
-    mean = lambda: np.asarray(model.nodes["x_0_0"].conv1.norm.mean.value)  # noqa: E731
+    mean = lambda: np.asarray(model.nodes["x_0_0"].conv1.norm.mean[...])  # noqa: E731
     before = mean()
     model(image[:, :16, :16], train=False)
     np.testing.assert_array_equal(mean(), before)
@@ -213,4 +230,4 @@ def test_bad_options_are_rejected():
 def test_default_filters_double_from_32():
     model = abstract("unet", depth=2)
     assert model.spec.filters == (32, 64, 128)
-    assert math.prod(model.nodes["x_2_0"].conv2.conv.kernel.value.shape) == 9 * 128 * 128
+    assert math.prod(model.nodes["x_2_0"].conv2.conv.kernel[...].shape) == 9 * 128 * 128

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from configs import tiny
-from unetjax import checkpoint, losses, nested_unet, rundir, stopping, train
+from unetjax import checkpoint, losses, models, nested_unet, rundir, stopping, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def read_metrics(workdir, split):
 def saved_params(workdir, step=None):
     """The parameters of a run's checkpoint as a flat {path: array} dict, read back from disk."""
     config = rundir.load_config(workdir)
-    model = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
+    model = nnx.eval_shape(lambda: models.from_config(config.model))
     _, params, _ = nnx.split(model, nnx.Param, ...)
     steps = checkpoint.checkpoint_steps(rundir.checkpoint_dir(workdir))
     step = max(steps) if step is None else step

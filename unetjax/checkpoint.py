@@ -99,9 +99,6 @@ class CheckpointManager:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def best_step(self) -> int | None:
-        return self._manager.best_step() if self.best_metric else None
-
     def save(
         self,
         step: int,

@@ -1,4 +1,6 @@
-"""Convolution formulations that XLA:CPU trains faster than the direct form, same numbers.
+"""Forms of the layers' operations that XLA:CPU runs faster than JAX's plain ones, same numbers.
+
+`backend` chooses them for programs lowered for the CPU; other platforms keep the plain forms.
 
 `conv_of_concatenation(layer, parts)` is `layer(jnp.concatenate(parts, axis=-1))` for the first
 convolution of a U-Net node, written as one convolution per part with that part's slice of the
@@ -10,22 +12,23 @@ it (XLA shares the copy): about 20% fewer transposed bytes in the UNet++ train s
 b8 @ 96x96. On the shared 2-core benchmark CPU (in-process A/B, load 3-4.5) the step ran a median
 1.02-1.07x faster at b8 @ 96x96 and 1.06x at b2 @ 256x256, with rounds from 0.92 to 1.37x.
 
-A 3x3x3 convolution with "SAME" padding is computed as three 2D 3x3 convolutions, one per depth
-tap, over the depth-padded input's slices folded into the batch, summed, on the CPU: XLA:CPU
+Each part's 3x3x3 convolution with "SAME" padding is computed as three 2D 3x3 convolutions, one
+per depth tap, over the depth-padded input's slices folded into the batch, summed: XLA:CPU
 runs 3D convolutions through a generic path several times slower than its 2D ones. On the 2-core
 benchmark CPU (quiet, jax 0.10.2): forward 2.6-5.9x and forward + backward 1.9-3.7x faster for
-batch 4 at 64^3 x 16 to 8^3 x 128 channels (`python -m benchmarks.conv3d_taps`).
-
-A 3x3 "SAME" convolution on the CPU keeps XLA's forward and input gradient and writes its own
-weight gradient (`_conv3x3_small_batch`), which pads the input first, for small batches.
+batch 4 at 64^3 x 16 to 8^3 x 128 channels (`python -m benchmarks.conv3d_taps`). A 3x3 "SAME"
+convolution keeps XLA's forward and input gradient and writes its own weight gradient
+(`_conv3x3_small_batch`), which pads the input first, for small batches.
 
 `transposed_conv_as_matmul` is the 2x2 stride-2 transposed convolution of the up-sampling, as a
-matrix product with hand-written gradients.
+matrix product with hand-written gradients; `max_pool` the maximum of strided views with a
+masked gradient; `stored_once` an activation XLA computes once rather than in each consumer.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -71,16 +74,14 @@ def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Ar
 
 
 def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.Array:
-    """Stride-1 convolution of channels-last `x`; on the CPU, 3x3x3 "SAME" ones by depth taps
-    and 3x3 "SAME" ones of small batches with `_conv3x3_small_batch`'s weight gradient (GPUs
-    keep XLA's native forms: not measured there)."""
-    on_cpu = jax.default_backend() == "cpu"
+    """Stride-1 convolution of channels-last `x`: 3x3x3 "SAME" ones by depth taps, 3x3 "SAME"
+    ones of small batches with `_conv3x3_small_batch`'s weight gradient."""
     three = kernel.shape[0] == 3 and padding == "SAME"
-    if on_cpu and three and x.ndim == 5:
+    if three and x.ndim == 5:
         return _conv3d_by_depth_taps(x, kernel, precision)
     # A symbolic batch (an exported artifact's) keeps the plain form.
     small = isinstance(x.shape[0], int) and x.shape[0] <= SMALL_BATCH
-    if on_cpu and three and x.ndim == 4 and kernel.shape[1] == 3 and small:
+    if three and x.ndim == 4 and kernel.shape[1] == 3 and small:
         return _conv3x3_small_batch(x, kernel, precision)
     spatial = "DHW"[-(x.ndim - 2) :]
     numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
@@ -110,7 +111,7 @@ def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Arr
     return y.reshape(batch, depth, height, width, -1)
 
 
-# Largest batch whose 3x3 convolutions `_conv3x3_small_batch` computes on the CPU.
+# Largest batch whose 3x3 convolutions `_conv3x3_small_batch` computes.
 SMALL_BATCH = 4
 
 
@@ -234,6 +235,76 @@ def _blocks_from_pixels_backward(precision, residuals, cotangent):
 
 
 _blocks_from_pixels.defvjp(_blocks_from_pixels_forward, _blocks_from_pixels_backward)
+
+
+def stored_once(x: jax.Array) -> jax.Array:
+    """`x`, computed once and stored by XLA rather than recomputed in each of its consumers.
+
+    XLA fuses cheap element-wise producers (here a node's batch norm and activation) into every
+    consumer. In a train step one consumer of each activation is the transposing copy that feeds
+    its convolution's weight gradient, and on XLA:CPU that copy ran 4-5x slower with the batch
+    norm recomputed inside it. XLA counts a division as expensive and does not duplicate it:
+    `x / (1 + 0 * x)` is `x` for every finite `x` (NaN where `x` is infinite), and XLA cannot
+    fold it away, as `0 * x` is not 0 for infinities and NaNs.
+    """
+    return x / (1 + 0 * jax.lax.stop_gradient(x))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def max_pool(x: jax.Array, factor: int) -> jax.Array:
+    """Max over non-overlapping `factor`^d windows (spatial sizes divisible by it), the same
+    numbers as `nnx.max_pool` forward and backward, ties included: the gradient of a window goes
+    to its first maximum in row-major order, as XLA's select-and-scatter (and PyTorch's
+    max-pool) route it. Written as a max over strided views whose derivative is a mask, which
+    XLA:CPU runs about 8x faster than select-and-scatter."""
+    # The maximum of the factor^d strided views: element-wise, so XLA:CPU fuses it into one
+    # loop. As a reduction, YNNPACK took it and grew its fusion through the next node's
+    # convolutions, which it ran about 3x slower (pruned inference at b8 @ 96x96).
+    offsets = itertools.product(range(factor), repeat=x.ndim - 2)
+    views = [x[(slice(None), *(slice(o, None, factor) for o in offset))] for offset in offsets]
+    return functools.reduce(jnp.maximum, views)
+
+
+@max_pool.defjvp
+def _max_pool_jvp(factor: int, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    # Linear in the tangent, so JAX transposes it into a masked broadcast for the gradient.
+    (x,), (tangent,) = primals, tangents
+    windows, axes = _windows(x, factor), _window_axes(x)
+    # Row-major position of every element within its window.
+    position = sum(
+        jax.lax.broadcasted_iota(jnp.int32, windows.shape, axis) * factor ** (len(axes) - 1 - i)
+        for i, axis in enumerate(axes)
+    )
+    # One reduction picks (max, its first position) together: comparing the elements with a max
+    # reduced separately can miss, as XLA may recompute the input (batch norm, ReLU) for each.
+    pooled, first = jax.lax.reduce(
+        (windows, position),
+        (jnp.array(-jnp.inf, x.dtype), jnp.array(factor ** len(axes), jnp.int32)),
+        _max_then_first,
+        axes,
+    )
+    at_first = position == jnp.expand_dims(first, axes)
+    return pooled, jnp.sum(jnp.where(at_first, _windows(tangent, factor), 0), axis=axes)
+
+
+def _max_then_first(
+    a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """The larger of two (value, position) pairs; of equal values, the earlier position."""
+    keep_a = (a[0] > b[0]) | ((a[0] == b[0]) & (a[1] < b[1]))
+    return jnp.where(keep_a, a[0], b[0]), jnp.where(keep_a, a[1], b[1])
+
+
+def _windows(x: jax.Array, factor: int) -> jax.Array:
+    """(batch, s1, s2, ..., C) -> (batch, s1 / factor, factor, s2 / factor, factor, ..., C)."""
+    shape = [x.shape[0]]
+    for size in x.shape[1:-1]:
+        shape += [size // factor, factor]
+    return x.reshape(*shape, x.shape[-1])
+
+
+def _window_axes(x: jax.Array) -> tuple[int, ...]:
+    return tuple(range(2, 2 * (x.ndim - 2) + 1, 2))
 
 
 def _is_one(value: int | Sequence[int] | None) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import jax
@@ -28,38 +28,43 @@ from unetjax.layers import (
     NetworkSpec,
     interpolate,
     max_pool,
+    upsample_nearest,
 )
 
 Mode = Literal["fast", "accurate"]
-# Compute dtypes by config name; float32 computes in the parameters' dtype.
-DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 class DoubleConvNode(nnx.Module):
-    """U-Net-style node: concatenated inputs -> (conv3 -> norm -> act) x 2.
+    """U-Net-style node: concatenated inputs -> (conv3 -> norm -> act) x 2 (smp's `DecoderBlock`).
 
-    An `UP` input has its own learned up-sampling to the node's width, as in the UNet++ code.
+    An `UP` input has its own learned up-sampling to the node's width, as in the UNet++ code, or
+    with `upsample="nearest"` a parameter-free one that keeps its channels, as smp's decoders.
+
+    Attributes:
+      upsamplers: learned x2 up-sampling per `UP` input (none with `upsample="nearest"`).
+      conv1, conv2: the two conv blocks (smp's `conv1.0/.1`, `conv2.0/.1`).
     """
 
     def __init__(
         self,
         node: graph_lib.Node,
-        source_channels: dict[str, int],
+        channels: dict[str, int],
         spec: NetworkSpec,
         *,
         rngs: nnx.Rngs,
     ):
-        width = spec.filters[node.level]
+        width = channels[node.name]
+        self.nearest = spec.upsample == "nearest"
         self.upsamplers = nnx.Dict()
         in_channels = 0
         for edge in node.inputs:
-            if edge.resample is Resample.UP:
+            if edge.resample is Resample.UP and not self.nearest:
                 self.upsamplers[edge.source] = LearnedUpsample(
-                    source_channels[edge.source], width, spec, rngs=rngs
+                    channels[edge.source], width, spec, rngs=rngs
                 )
                 in_channels += width
             else:
-                in_channels += source_channels[edge.source]
+                in_channels += channels[edge.source]
         self.conv1 = ConvNormAct(in_channels, width, spec, rngs=rngs)
         self.conv2 = ConvNormAct(width, width, spec, rngs=rngs)
 
@@ -67,7 +72,7 @@ class DoubleConvNode(nnx.Module):
         resampled = []
         for edge, x in inputs:
             if edge.resample is Resample.UP:
-                x = self.upsamplers[edge.source](x)
+                x = upsample_nearest(x) if self.nearest else self.upsamplers[edge.source](x)
             else:
                 x = resample_fixed(edge, x)
             resampled.append(x)
@@ -81,14 +86,14 @@ class FullScaleNode(nnx.Module):
     def __init__(
         self,
         node: graph_lib.Node,
-        source_channels: dict[str, int],
+        channels: dict[str, int],
         spec: NetworkSpec,
         *,
         rngs: nnx.Rngs,
     ):
         self.branches = nnx.List(
             [
-                ConvNormAct(source_channels[edge.source], spec.cat_channels, spec, rngs=rngs)
+                ConvNormAct(channels[edge.source], spec.cat_channels, spec, rngs=rngs)
                 for edge in node.inputs
             ]
         )
@@ -275,57 +280,6 @@ def create(
     filters = graph_lib.model_filters(architecture, depth=depth, filters=filters)
     graph = graph_lib.build_graph(architecture, len(filters) - 1, deep_supervision=deep_supervision)
     return NestedUNet(graph, NetworkSpec(filters=filters, **options), rngs=rngs)
-
-
-def spec_from_config(model_config: Mapping[str, Any]) -> NetworkSpec:
-    """The layer options of a `config.model` section (in_channels, num_classes,
-    output_activation and spatial_dims must be resolved, as training does from the dataset)."""
-    for key in ("in_channels", "num_classes", "output_activation", "spatial_dims"):
-        if model_config.get(key) is None:
-            raise ValueError(f"config.model.{key} is not set; it is filled in from the dataset")
-    if model_config["dtype"] not in DTYPES:
-        raise ValueError(
-            f"config.model.dtype={model_config['dtype']!r}; expected one of {list(DTYPES)}"
-        )
-    return NetworkSpec(
-        in_channels=model_config["in_channels"],
-        num_classes=model_config["num_classes"],
-        filters=graph_lib.model_filters(
-            model_config["architecture"],
-            depth=model_config.get("depth"),
-            filters=model_config.get("filters"),
-            base_filters=model_config.get("base_filters"),
-        ),
-        spatial_dims=model_config["spatial_dims"],
-        norm=model_config["norm"],
-        activation=model_config["activation"],
-        dropout=model_config["dropout"],
-        upsample=model_config["upsample"],
-        cat_channels=model_config["cat_channels"],
-        output_activation=model_config["output_activation"],
-        dtype=DTYPES[model_config["dtype"]],
-    )
-
-
-def from_config(
-    model_config: Mapping[str, Any], *, seed: int = 0, pretrained: bool = False
-) -> NestedUNet:
-    """The network a `config.model` section describes, freshly initialised: the one
-    config-to-model builder that training, inference, export and the tests use.
-
-    With `model.encoder` set, an `encoder_unet.EncoderNestedUNet`; `pretrained` then loads
-    `model.encoder_weights` into its encoder (training asks for it; inference restores a run).
-    """
-    if model_config.get("encoder"):
-        # Imported here: encoder_unet builds on this module's blocks.
-        from unetjax import encoder_unet
-
-        return encoder_unet.from_config(model_config, seed=seed, pretrained=pretrained)
-    return NestedUNet(
-        graph_lib.graph_from_config(model_config),
-        spec_from_config(model_config),
-        rngs=nnx.Rngs(seed),
-    )
 
 
 UNet = functools.partial(create, "unet")

@@ -19,11 +19,10 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from unetjax import (
+    backend,
     checkpoint,
     data,
-    encoder_unet,
-    layers,
-    nested_unet,
+    models,
     optim,
     parallel,
     rundir,
@@ -121,7 +120,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
 
         config = plans_file.planned_config(config, workdir)
     rundir.check_resume(workdir, config)  # the user's keys, before any data is prepared
-    encoder_unet.check_weights(config.model)  # a missing weights file, before the data too
+    models.check_weights(config.model)  # a missing weights file, before the data too
     train_config = config.train
     dataset = prepare_data(config.data, progress=train_config.progress_bar)
     info = dataset.info
@@ -139,7 +138,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         train_config.batch_size,
     )
 
-    model = nested_unet.from_config(config.model, seed=config.seed, pretrained=True)
+    model = models.from_config(config.model, seed=config.seed, pretrained=True)
     head_depths, graph_depth = model.head_depths, model.graph.depth
     names.check_best_metric(train_config.best_metric, head_depths)
     optimizer, schedule = optim.make_optimizer(config.optimizer, train_config.num_steps)
@@ -147,7 +146,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     del model
     replicated = parallel.replicated(mesh)
     state = jax.device_put(state, replicated)
-    train_step = jax.jit(
+    train_step = backend.jit(
         steps.make_train_step(
             graphdef,
             optimizer,
@@ -159,7 +158,6 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         in_shardings=(replicated, parallel.batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
-        compiler_options=layers.compiler_options(),
     )
     validation = validation_evaluator(config, dataset, graphdef, head_depths, 2**graph_depth)
 

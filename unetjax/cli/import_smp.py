@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from unetjax import checkpoint, data, encoder_unet, nested_unet, rundir
+from unetjax import checkpoint, data, encoder_unet, models, nested_unet, rundir
 from unetjax.cli import common
 from unetjax.encoders import read_state_dict, smp
 
@@ -42,7 +42,7 @@ def import_config(
 ) -> ml_collections.ConfigDict:
     """The run config of an imported smp UnetPlusPlus: smp's decoder settings, one head; and
     where it came from, with the tile predict uses (None: whole images)."""
-    mean, std = encoder_unet.NORMALIZATIONS.get(normalize, (None, None))
+    mean, std = models.NORMALIZATIONS.get(normalize, (None, None))
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.model = dict(
@@ -101,7 +101,7 @@ def import_smp(
         source=os.path.abspath(path),
         tile=tile,
     )
-    model = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
+    model = nnx.eval_shape(lambda: models.from_config(config.model))
     smp.load_smp_state_dict(model, read_state_dict(path), source=path)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     rundir.save_config(workdir, config)

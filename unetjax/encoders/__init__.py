@@ -1,7 +1,8 @@
 """Pretrained-encoder building blocks: ResNet and ConvNeXt feature extractors, their weights.
 
 `ENCODERS` maps an encoder name (timm's model name) to its constructor, the channels and strides
-of its feature maps and the input normalisation its published weights expect. Every encoder
+of its feature maps and where its published weights come from (they expect inputs normalised
+with `IMAGENET_MEAN` / `IMAGENET_STD`). Every encoder
 returns a list of feature maps, shallow to deep, and has `channels` and `reductions` attributes
 (timm's `features_only` contract); `weights.load_weights` fills one from a timm or torchvision
 `state_dict` file.
@@ -34,15 +35,12 @@ class EncoderInfo:
       constructor: builds the module: `constructor(in_channels=..., rngs=...)`.
       channels: channels of each feature map, shallow to deep.
       reductions: stride of each feature map relative to the input.
-      mean, std: per-RGB-channel normalisation the pretrained weights expect, for images in [0, 1].
       weight_files: where published weights come from (see docs/encoders.md), empty if none.
     """
 
     constructor: Callable[..., nnx.Module]
     channels: tuple[int, ...]
     reductions: tuple[int, ...]
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
     weight_files: tuple[str, ...] = ()
 
 

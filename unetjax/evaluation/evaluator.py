@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from unetjax import data, layers, losses, parallel, progress, steps
+from unetjax import backend, data, losses, parallel, progress, steps
 from unetjax.evaluation import case_pictures, counts, heads, scoring
 from unetjax.inference import tiling
 from unetjax.inference.tiling import TileOptions
@@ -285,10 +285,8 @@ class BatchedEvaluator(Evaluator):
             scores = score_batch(probabilities, logits, batch, **options)
             return {**scores, "probabilities": probabilities} if keep else scores
 
-        self._step = jax.jit(
-            step, static_argnames=("sizes",), compiler_options=layers.compiler_options()
-        )
-        self._forward = jax.jit(network.forward, compiler_options=layers.compiler_options())
+        self._step = backend.jit(step, static_argnames=("sizes",))
+        self._forward = backend.jit(network.forward)
 
     def passes(self, state):
         local = self.batch_size // jax.process_count()
@@ -342,7 +340,7 @@ class FullSizeEvaluator(Evaluator):
             probabilities, _ = network.forward(state, images)
             return probabilities.reshape(*probabilities.shape[:-2], -1)
 
-        self._flat = jax.jit(flat, compiler_options=layers.compiler_options())
+        self._flat = backend.jit(flat)
 
     def passes(self, state):
         network, num_settings = self.network, len(self.network.settings)

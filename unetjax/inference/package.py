@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from unetjax import checkpoint, nested_unet, progress, rundir
+from unetjax import checkpoint, models, nested_unet, progress, rundir
 from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference import predictor as predictor_lib
 from unetjax.inference.deploy import deploy_choice
@@ -126,7 +126,7 @@ def restore(model_dir: str | os.PathLike, target: dict[str, nnx.State], step: in
 def _held_state(run_dir: str, config, step: int) -> dict[str, nnx.State]:
     """Everything the run (or export) can predict with: the full network's state, or an
     export's subgraph."""
-    full = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
+    full = nnx.eval_shape(lambda: models.from_config(config.model))
     export = config.get("export")
     held = nested_unet.pruned_abstract(full, export.depth, export.mode) if export else full
     _, params, model_state = nnx.split(held, nnx.Param, ...)

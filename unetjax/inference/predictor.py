@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from unetjax import checkpoint, layers, nested_unet, parallel, rundir
+from unetjax import backend, checkpoint, models, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
 from unetjax.inference import preprocessing, tiling
 from unetjax.inference.postprocess import postprocess as labels_from_probabilities
@@ -76,11 +76,7 @@ class Predictor:
         self.mesh = parallel.make_mesh()
         self.graphdef, state = nnx.split(model)
         self.state = jax.device_put(state, parallel.replicated(self.mesh))
-        self._forward = jax.jit(
-            self.network_function(),
-            static_argnames=("flips",),
-            compiler_options=layers.compiler_options(),
-        )
+        self._forward = backend.jit(self.network_function(), static_argnames=("flips",))
 
     @property
     def align(self) -> int:
@@ -291,8 +287,8 @@ def load_predictor(
     model_dir = os.fspath(path)
     config = rundir.load_config(model_dir)
     if dtype is not None:
-        if dtype not in nested_unet.DTYPES:
-            raise ValueError(f"dtype={dtype!r}; expected one of {list(nested_unet.DTYPES)}")
+        if dtype not in models.DTYPES:
+            raise ValueError(f"dtype={dtype!r}; expected one of {list(models.DTYPES)}")
         config.model.dtype = dtype
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -304,7 +300,7 @@ def load_predictor(
             f"{model_dir} cannot predict at depth {depth} in mode {mode!r}; it can at "
             f"{', '.join(f'L{d} {m}' for d, m in settings)}"
         )
-    full = nnx.eval_shape(lambda: nested_unet.from_config(config.model))
+    full = nnx.eval_shape(lambda: models.from_config(config.model))
     abstract = nested_unet.pruned_abstract(full, depth, mode)
     graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
     target = {"params": params}

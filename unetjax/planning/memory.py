@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from unetjax import layers, nested_unet, optim, steps
+from unetjax import backend, models, optim, steps
 
 
 def _batch_shapes(
@@ -37,7 +37,7 @@ def _compiled(
     batch: int,
     patch: Sequence[int],
 ):
-    abstract = nnx.eval_shape(lambda: nested_unet.from_config(model_config))
+    abstract = nnx.eval_shape(lambda: models.from_config(model_config))
     graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
     optimizer, schedule = optim.make_optimizer(optimizer_config, 1000)
     state = steps.TrainState(
@@ -52,7 +52,7 @@ def _compiled(
         output_activation=model_config.output_activation,
         schedule=schedule,
     )
-    jitted = jax.jit(step, donate_argnums=(0,), compiler_options=layers.compiler_options())
+    jitted = backend.jit(step, donate_argnums=(0,))
     return jitted, jitted.lower(state, _batch_shapes(model_config, batch, patch)).compile()
 
 
@@ -81,10 +81,10 @@ def seconds_per_step(
     repeats: int = 2,
 ) -> float:
     """Wall-clock seconds of one train step on random data (after a warm-up step)."""
-    model = nested_unet.from_config(model_config)
+    model = models.from_config(model_config)
     optimizer, schedule = optim.make_optimizer(optimizer_config, 1000)
     graphdef, state = steps.create_train_state(model, optimizer)
-    step = jax.jit(
+    step = backend.jit(
         steps.make_train_step(
             graphdef,
             optimizer,
@@ -92,7 +92,6 @@ def seconds_per_step(
             schedule=schedule,
         ),
         donate_argnums=(0,),
-        compiler_options=layers.compiler_options(),
     )
     rng = np.random.default_rng(0)
     classes = max(2, model_config.num_classes)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unetjax import rundir
+from unetjax import backend, rundir
 from unetjax.inference import preprocessing
 from unetjax.inference.deploy import artifact_format
 from unetjax.inference.predictor import Predictor
@@ -136,14 +136,16 @@ def export_onnx(
         predictor, normalization=normalization, threshold=threshold, labels=labels
     )
     try:
-        model = jax2onnx.to_onnx(
-            function,
-            [("B", *spatial_shape, predictor.spec.in_channels)],
-            model_name=f"unetjax_L{predictor.depth}_{predictor.mode}",
-            opset=opset,
-            input_names=[INPUT_NAME],
-            output_names=_output_names(labels),
-        )
+        # jax2onnx reads no platform_dependent: the CPU's forms, which it converts.
+        with backend.forms_for("cpu"):
+            model = jax2onnx.to_onnx(
+                function,
+                [("B", *spatial_shape, predictor.spec.in_channels)],
+                model_name=f"unetjax_L{predictor.depth}_{predictor.mode}",
+                opset=opset,
+                input_names=[INPUT_NAME],
+                output_names=_output_names(labels),
+            )
     except Exception as error:  # jax2onnx raises whatever its op rules raise
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
