@@ -107,7 +107,7 @@ def test_a_marker_voxel_comes_back_to_its_file_index_through_the_training_grid(o
     labels = np.zeros(shape[::-1], np.uint8)  # our layout (k, j, i)
     labels[marker[::-1]] = 1
     spacing = tuple(s * zoom for s in medical_case.nifti_io.ras_spacing(affine))
-    normalisation = intensity.Normalisation(("zscore",), (None,))
+    normalisation = intensity.VolumeNormalisation(("zscore",), (None,))
     _, training = medical_case.to_training_grid(
         labels[..., None].astype(np.float32), labels, affine,
         spacing=spacing, normalisation=normalisation, image_order=1, label_order=0,
