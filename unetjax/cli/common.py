@@ -21,8 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 
-import tqdm
-
+from unetjax import progress as progress_lib
 from unetjax.inference import TileOptions
 from unetjax.inference.from_files import FileResult
 
@@ -119,7 +118,7 @@ def report_results(
     failed or nothing was written."""
     count, notes = 0, set()
     start = time.perf_counter()
-    bar = tqdm.tqdm(results, total=total, unit=unit, disable=not progress, file=sys.stderr)
+    bar = progress_lib.bar(results, total=total, unit=unit, enabled=progress)
     for result in bar:
         if result.error is not None:
             failures.append((result.source, result.error))

@@ -67,7 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--probabilities", action="store_true", help="also write .npy probabilities"
     )
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    common.add_progress_flag(parser)
     common.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
