@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ml_collections
 
 from unetjax.data import transforms
 
-if TYPE_CHECKING:
-    from unetjax.data.datasets import Dataset
-
 # config.data -> (the built config's name, a function making the config: called only when that
 # name is not built yet, since it may read every file).
 BuilderConfig = Callable[[ml_collections.ConfigDict], tuple[str, Callable[[], Any]]]
-# A prepared dataset -> its grain transform (a RandomMap for training, a Map for evaluation).
-TransformFactory = Callable[["Dataset"], Any]
+# A prepared dataset (`datasets.Dataset`, which imports this module) -> its grain transform (a
+# RandomMap for training, a Map for evaluation).
+TransformFactory = Callable[[Any], Any]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ the (H, W) plane (volumes are often anisotropic along D).
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import grain
 import ml_collections
@@ -21,9 +21,6 @@ import numpy as np
 from scipy import ndimage
 
 from unetjax.data import normalization, weight_map
-
-if TYPE_CHECKING:
-    from unetjax.data.datasets import Dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,11 +267,11 @@ class EvalTransform(grain.transforms.Map, _Output):
         return out
 
 
-def train_transform(dataset: "Dataset") -> TrainTransform:
+def train_transform(dataset: Any) -> TrainTransform:
     """The training transform of the image kinds (folders, synthetic cells, catalog datasets)."""
     return TrainTransform(dataset.config, dataset.info.task == "multilabel", dataset.normalization)
 
 
-def eval_transform(dataset: "Dataset") -> EvalTransform:
+def eval_transform(dataset: Any) -> EvalTransform:
     """The evaluation transform of the image kinds: full images or eval_patch_size crops."""
     return EvalTransform(dataset.config, dataset.info.task == "multilabel", dataset.normalization)

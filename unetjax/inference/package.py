@@ -15,7 +15,8 @@ Orbax, so it can live in a Hugging Face Hub repository):
   artifacts/            with --with-artifacts: the default setting as a StableHLO file
   README.md             the model card (`model_card.write`)
 
-`load_predictor(package)` restores from model.safetensors instead of a checkpoint (`restore`),
+`load_predictor(package)` restores from model.safetensors instead of a checkpoint
+(`package_weights.restore`),
 so a package predicts exactly what its run does, at any depth and mode the run could.
 """
 
@@ -29,18 +30,21 @@ import shutil
 from typing import Any
 
 import jax
-import numpy as np
 from flax import nnx
 
 from unetjax import checkpoint, models, nested_unet, progress, rundir
 from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference import predictor as predictor_lib
 from unetjax.inference.deploy import deploy_choice
+from unetjax.inference.package_weights import (
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    flat_tensors,
+    is_package,
+)
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "unetjax_package.json"
-WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 EVALUATION_DIR = "evaluation"
 ARTIFACTS_DIR = "artifacts"
@@ -54,73 +58,6 @@ RUN_FILES = (
 )
 EVALUATION_FILES = ("summary.json", "evaluation.json", "evaluation.md")
 STATE_KEYS = ("params", "model_state")
-
-
-def is_package(path: str | os.PathLike) -> bool:
-    return os.path.isfile(os.path.join(os.fspath(path), MANIFEST_FILE))
-
-
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    with open(os.path.join(os.fspath(path), MANIFEST_FILE)) as f:
-        return json.load(f)
-
-
-def _is_key(value) -> bool:
-    """A typed PRNG key (a dropout stream): stored as its raw key data."""
-    return hasattr(value, "dtype") and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
-
-
-def _key(prefix: str, path: tuple) -> str:
-    return "/".join((prefix, *(str(part) for part in path)))
-
-
-def flat_tensors(state: dict[str, nnx.State]) -> dict[str, np.ndarray]:
-    """{"params/nodes/x_0_0/conv1/conv/kernel": array, ...}: every leaf of `state` (keys
-    "params" and "model_state") under its '/'-joined path; PRNG keys as their key data."""
-    tensors = {}
-    for prefix, tree in state.items():
-        for path, variable in nnx.to_flat_state(tree):
-            value = variable.get_value()
-            if _is_key(value):
-                value = jax.random.key_data(value)
-            tensors[_key(prefix, path)] = np.ascontiguousarray(np.asarray(value))
-    return tensors
-
-
-def restore(model_dir: str | os.PathLike, target: dict[str, nnx.State], step: int | None):
-    """The leaves of `target` (abstract "params" and "model_state" states, e.g. of a pruned
-    model) read from the package's model.safetensors, and the package's step.
-
-    Raises a ValueError naming the tensor when one is missing or has another shape or dtype.
-    """
-    from safetensors.numpy import load_file
-
-    manifest = read_manifest(model_dir)
-    if step is not None and step != manifest["step"]:
-        raise ValueError(
-            f"{os.fspath(model_dir)} is a model package of step {manifest['step']} only; "
-            f"drop --step {step}"
-        )
-    path = os.path.join(os.fspath(model_dir), WEIGHTS_FILE)
-    tensors = load_file(path)
-    restored = {}
-    for prefix, tree in target.items():
-        flat = []
-        for state_path, variable in nnx.to_flat_state(tree):
-            key, like = _key(prefix, state_path), variable.get_value()
-            if key not in tensors:
-                raise ValueError(f"{path}: no tensor {key!r}; it does not match config.json")
-            value = tensors[key]
-            if _is_key(like):
-                value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(like))
-            elif value.shape != like.shape or value.dtype != like.dtype:
-                raise ValueError(
-                    f"{path}: {key} is {value.dtype}{list(value.shape)}; the config's model "
-                    f"expects {like.dtype}{list(like.shape)}"
-                )
-            flat.append((state_path, variable.replace(value=jax.numpy.asarray(value))))
-        restored[prefix] = nnx.from_flat_state(flat)
-    return restored, manifest["step"]
 
 
 def _held_state(run_dir: str, config, step: int) -> dict[str, nnx.State]:

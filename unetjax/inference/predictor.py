@@ -26,7 +26,7 @@ from flax import nnx
 
 from unetjax import backend, checkpoint, models, nested_unet, parallel, rundir
 from unetjax import graph as graph_lib
-from unetjax.inference import preprocessing, tiling
+from unetjax.inference import package_weights, preprocessing, tiling
 from unetjax.inference.postprocess import postprocess as labels_from_probabilities
 from unetjax.inference.tiling import TileOptions
 from unetjax.inference.tta import flip_sets, mean_over_flips
@@ -306,10 +306,8 @@ def load_predictor(
     target = {"params": params}
     if jax.tree.leaves(model_state):
         target["model_state"] = model_state
-    from unetjax.inference import package  # imports this module
-
-    if package.is_package(model_dir):  # weights in model.safetensors, not a checkpoint
-        restored, step = package.restore(model_dir, target, step)
+    if package_weights.is_package(model_dir):  # weights in model.safetensors, not Orbax
+        restored, step = package_weights.restore(model_dir, target, step)
     else:
         directory = rundir.checkpoint_dir(model_dir)
         step = checkpoint.resolve_step(directory, step)

@@ -23,7 +23,7 @@ case's spacing and id passed on for per-case metrics in mm.
 """
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import grain
 import ml_collections
@@ -31,9 +31,6 @@ import numpy as np
 
 from unetjax.data import transforms
 from unetjax.data.volumes import patch_sampling
-
-if TYPE_CHECKING:
-    from unetjax.data.datasets import Dataset
 
 
 def pad_to_shape(
@@ -131,11 +128,11 @@ class VolumeEvalTransform(grain.transforms.Map):
         return out
 
 
-def train_transform(dataset: "Dataset") -> VolumeTrainTransform:
+def train_transform(dataset: Any) -> VolumeTrainTransform:
     """The volumes' training transform: foreground-oversampled patches."""
     return VolumeTrainTransform(dataset.config)
 
 
-def eval_transform(dataset: "Dataset") -> VolumeEvalTransform:
+def eval_transform(dataset: Any) -> VolumeEvalTransform:
     """The volumes' evaluation transform: crops padded with what lies outside a scan."""
     return VolumeEvalTransform(dataset.config)
