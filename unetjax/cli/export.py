@@ -111,13 +111,7 @@ def main(argv: list[str]) -> int:
         )
         return common.EXIT_OK
     threshold, _ = deploy_choice.resolve_threshold(
-        args.model,
-        predictor.config,
-        setting,
-        depth=predictor.depth,
-        mode=predictor.mode,
-        step=predictor.step,
-        given=args.threshold,
+        args.model, predictor, setting, given=args.threshold
     )
     if args.format == "stablehlo":
         platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]

@@ -117,15 +117,7 @@ def load_model(
 
     setting = deploy_choice.resolve(path, depth, mode)
     predictor = load_predictor(path, depth=setting.depth, mode=setting.mode, step=step, dtype=dtype)
-    value, source = deploy_choice.resolve_threshold(
-        path,
-        predictor.config,
-        setting,
-        depth=predictor.depth,
-        mode=predictor.mode,
-        step=predictor.step,
-        given=threshold,
-    )
+    value, source = deploy_choice.resolve_threshold(path, predictor, setting, given=threshold)
     notes = [f"L{predictor.depth} {predictor.mode}: {setting.reason}"]
     if predictor.output_activation == "sigmoid":
         notes.append(f"threshold {value} ({source})")

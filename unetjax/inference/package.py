@@ -216,14 +216,7 @@ def _write_artifacts(out_dir: str, setting: deploy_choice.Setting) -> list[str]:
     from unetjax.inference.deploy import artifact, artifact_format
 
     predictor = predictor_lib.load_predictor(out_dir, depth=setting.depth, mode=setting.mode)
-    threshold, _ = deploy_choice.resolve_threshold(
-        out_dir,
-        predictor.config,
-        setting,
-        depth=predictor.depth,
-        mode=predictor.mode,
-        step=predictor.step,
-    )
+    threshold, _ = deploy_choice.resolve_threshold(out_dir, predictor, setting)
     os.makedirs(os.path.join(out_dir, ARTIFACTS_DIR), exist_ok=True)
     name = os.path.join(ARTIFACTS_DIR, f"model_L{predictor.depth}_{predictor.mode}.stablehlo")
     artifact.export_stablehlo(predictor, os.path.join(out_dir, name), threshold=threshold)

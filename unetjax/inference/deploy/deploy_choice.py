@@ -148,28 +148,21 @@ def resolve(model_dir: str | os.PathLike, depth: int | None, mode: str | None) -
 
 
 def resolve_threshold(
-    model_dir: str | os.PathLike,
-    config: Any,
-    setting: Setting,
-    *,
-    depth: int,
-    mode: str,
-    step: int,
-    given: float | None = None,
+    model_dir: str | os.PathLike, predictor: Any, setting: Setting, given: float | None = None
 ) -> tuple[float, str]:
-    """The sigmoid threshold a run serves at `depth`, `mode` and checkpoint `step`, and where it
-    came from: `given` (--threshold), else deploy.json's (when `setting` came from it), else the
-    one `evaluate --sweep` chose for this depth, mode and step, else the training's
-    `train.eval_threshold`, else 0.5. `predict --model RUN` and `export` both ask here, so an
-    exported artifact thresholds as predict does."""
+    """The sigmoid threshold `predictor` (a run's, loaded at `setting`: its config, depth, mode
+    and step) serves, and where it came from: `given` (--threshold), else deploy.json's (when
+    `setting` came from it), else the one `evaluate --sweep` chose for this depth, mode and step,
+    else the training's `train.eval_threshold`, else 0.5. `predict --model RUN`, `export` and
+    packages all ask here, so an exported artifact thresholds as predict does."""
     if given is not None:
         return float(given), "--threshold"
     if setting.threshold is not None:
         return float(setting.threshold), "deploy.json"
-    swept = rundir.chosen_threshold(model_dir, depth, mode, step)
+    swept = rundir.chosen_threshold(model_dir, predictor.depth, predictor.mode, predictor.step)
     if swept is not None:
         return swept
-    trained = (config.get("train", None) or {}).get("eval_threshold")
+    trained = (predictor.config.get("train", None) or {}).get("eval_threshold")
     if trained is not None:
         return float(trained), "train.eval_threshold"
     return 0.5, "the default"
