@@ -110,6 +110,41 @@ def test_the_batch_never_holds_more_than_5_percent_of_the_dataset():
     assert plan["config"]["train.batch_size"] == cap == 5
 
 
+@pytest.mark.parametrize(
+    ("hours", "base", "narrowed_batch"),
+    [(10.0, 32, False), (1.0, 16, True), (0.25, 8, True), (0.05, 8, True)],
+)
+def test_a_short_time_budget_drops_the_batch_then_halves_the_filters(hours, base, narrowed_batch):
+    """A step of batch b at base width w takes b * (w / 8)^2 * 0.1 s (by hand: base 32, batch 2:
+    3.2 s; base 16: 0.8 s; base 8: 0.2 s). 1000 steps must fit 80% of the budget: 10 h keeps
+    the memory fit (batch 7, the 5% cap: 11.2 s), 1 h needs base 16 (2880 s / 0.8 s), 15 min
+    base 8 (720 s / 0.2 s); 3 min gets the narrowest network, though under 1000 steps."""
+    fp = _fingerprint((1.0, 1.0, 1.0), (36, 50, 35), num_cases=200)
+
+    def seconds(config, optimizer, batch, patch):
+        return batch * (config.filters[0] / 8) ** 2 * 0.1
+
+    budget = planner.Budget(64 * 2**30, "as asked", hours)
+    plan = planner.make_plan(fp, budget, MODEL, peak=_formula_peak, step_seconds=seconds)
+    config = plan["config"]
+    cap = round(0.05 * fp["total_voxels"] / math.prod(config["data.patch_size"]))
+    assert config["model.filters"][0] == base
+    assert config["train.batch_size"] == (2 if narrowed_batch else cap) and cap == 7
+    expected_steps = int(
+        hours
+        * 3600
+        * 0.8
+        // seconds(
+            ml_collections.ConfigDict({"filters": config["model.filters"]}),
+            None,
+            config["train.batch_size"],
+            None,
+        )
+    )
+    assert config["train.num_steps"] == expected_steps
+    assert ("narrowed" in plan["reasons"]["time fit"]) == narrowed_batch
+
+
 def test_a_budget_too_small_names_the_budget_and_the_minimum():
     fp = _fingerprint((1.0, 1.0, 1.0), (64, 64, 64))
     with pytest.raises(planner.PlanError, match=r"budget of 0.001 GB .* needs .* at least"):

@@ -27,6 +27,11 @@ VERSION = 1
 MIN_BATCH = 2
 MAX_DATASET_FRACTION = 0.05  # no batch holds more than 5% of the dataset's voxels
 MIN_PATCH_EDGE = 2 * topology.MIN_EDGE
+# A time budget that allows fewer steps than this at the memory-fitted size narrows the network
+# (batch to MIN_BATCH, then halved filters down to MIN_BASE_FILTERS): on a CPU, an hour buys a
+# few hundred steps of nnU-Net's 32-wide network, too few to converge.
+TARGET_STEPS = 1000
+MIN_BASE_FILTERS = 8
 # The graph pools every axis at every level: per-axis strides are planned and recorded but the
 # model runs the isotropic version (`topology.isotropic`) until the architectures support them.
 PER_AXIS_POOLING = False
@@ -203,6 +208,42 @@ def fit_batch(
     return batch, used, why
 
 
+def fit_time(
+    budget: Budget,
+    config: ml_collections.ConfigDict,
+    batch: int,
+    patch: Sequence[int],
+    step_seconds: TimeFn,
+) -> tuple[ml_collections.ConfigDict, int, float, str]:
+    """(model config, batch, seconds per step, why): the memory-fitted network when the budget
+    gives it TARGET_STEPS steps; otherwise the batch drops to MIN_BATCH, then the filters halve
+    until it does (or the base width reaches MIN_BASE_FILTERS), each candidate timed."""
+    seconds = step_seconds(config, MEASURE_OPTIMIZER, batch, patch)
+    tried = [f"base {config.filters[0]}, batch {batch}: {seconds:.3g} s"]
+    while rules.schedule_steps(seconds, budget.hours)[0] < TARGET_STEPS:
+        if batch > MIN_BATCH:
+            batch = MIN_BATCH
+        elif config.filters[0] > MIN_BASE_FILTERS:
+            config = ml_collections.ConfigDict(config.to_dict())
+            base = max(MIN_BASE_FILTERS, config.filters[0] // 2)
+            config.filters = topology.filters(config.depth, config.spatial_dims, base)
+        else:
+            break
+        seconds = step_seconds(config, MEASURE_OPTIMIZER, batch, patch)
+        tried.append(f"base {config.filters[0]}, batch {batch}: {seconds:.3g} s")
+    if len(tried) == 1:
+        return config, batch, seconds, f"{tried[0]} per step leaves {TARGET_STEPS}+ steps"
+    return (
+        config,
+        batch,
+        seconds,
+        (
+            f"narrowed for the time budget (under {TARGET_STEPS} steps at the memory fit); "
+            f"timed {'; '.join(tried)}"
+        ),
+    )
+
+
 def make_plan(
     fp: dict,
     budget: Budget,
@@ -226,7 +267,10 @@ def make_plan(
     batch, used, batch_why = fit_batch(
         fp, budget, model, MEASURE_OPTIMIZER, shape.patch, used, peak
     )
-    seconds = step_seconds(model, MEASURE_OPTIMIZER, batch, shape.patch)
+    fitted = (tuple(model.filters), batch)
+    model, batch, seconds, time_why = fit_time(budget, model, batch, shape.patch, step_seconds)
+    if (tuple(model.filters), batch) != fitted:
+        used = peak(model, MEASURE_OPTIMIZER, batch, shape.patch)
     num_steps, steps_why = rules.schedule_steps(seconds, budget.hours)
     optimiser_fields, optimiser_why = rules.optimiser(num_steps)
     augment_fields, augment_why = rules.augmentation(fp)
@@ -276,11 +320,13 @@ def make_plan(
         ),
         "depth": f"{shape.depth}: pooling until the bottleneck edge is about "
         f"{topology.MIN_EDGE} voxels",
-        "filters": f"{tuple(model.filters)}: 32 doubling per level, capped at "
-        f"{topology.MAX_FILTERS[fp['spatial_dims']]}",
+        "filters": f"{tuple(model.filters)}: doubling per level, capped at "
+        f"{topology.MAX_FILTERS[fp['spatial_dims']]}; base {topology.BASE_FILTERS} unless the "
+        "time budget is short",
         "norm": f"instance: batches of {batch} make batch statistics noisy (nnU-Net's choice)",
         "batch": f"{batch}: {batch_why}; measured peak {gigabytes(used)} of "
         f"{gigabytes(budget.memory_bytes)} ({budget.memory_source})",
+        "time fit": time_why,
         "steps": f"{num_steps}: {steps_why}",
         "optimiser": optimiser_why,
         "augmentation": augment_why,

@@ -102,10 +102,10 @@ def isotropic(topology: Topology) -> Topology:
     return Topology(patch, ((2,) * dims,) * depth, ((3,) * dims,) * (depth + 1))
 
 
-def filters(depth: int, spatial_dims: int) -> tuple[int, ...]:
-    """32 doubling per level, capped (320 in 3D, 512 in 2D), for depth + 1 levels."""
+def filters(depth: int, spatial_dims: int, base: int = BASE_FILTERS) -> tuple[int, ...]:
+    """`base` (32) doubling per level, capped (320 in 3D, 512 in 2D), for depth + 1 levels."""
     cap = MAX_FILTERS[spatial_dims]
-    return tuple(min(BASE_FILTERS * 2**level, cap) for level in range(depth + 1))
+    return tuple(min(base * 2**level, cap) for level in range(depth + 1))
 
 
 def shrink_axis(patch: Sequence[int], median_shape: Sequence[float]) -> int:
