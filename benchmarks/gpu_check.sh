@@ -111,7 +111,7 @@ run_step() {
   "$PYTHON" -m benchmarks.gpu_check report --out "$OUT" >/dev/null 2>>"$LOG"
 }
 run_step env "$PYTHON" -m benchmarks.gpu_check env "${STEP_ARGS[@]}" --driver "$DRIVER"
-run_step tests "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py \
+run_step tests "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider -p no:xdist tests/test_gpu.py \
   --junitxml "$CACHE/gpu_tests.xml"
 run_step tests_json "$PYTHON" -m benchmarks.gpu_check tests "${STEP_ARGS[@]}" --junit "$CACHE/gpu_tests.xml"
 run_step vs_monai "$PYTHON" -m benchmarks.gpu_check vs_monai "${STEP_ARGS[@]}"

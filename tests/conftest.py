@@ -3,12 +3,16 @@
 import dataclasses
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import types
 
 import jax
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,14 +26,26 @@ def import_torch_references() -> types.ModuleType:
     return torch_import.torch_with_torchvision()
 
 
-@pytest.fixture(scope="module")
-def fast_compile():
-    """Compile time dominates tiny test cases: XLA's optimisations off for the module that asks
-    (`pytestmark = pytest.mark.usefixtures("fast_compile")`), restored after it."""
-    previous = jax.config.read("jax_disable_most_optimizations")
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile time dominates the suite's tiny networks, in-process and in every command a test
+    runs (they inherit the environment, set here before any test module builds one): XLA's
+    optimisations off (the same numbers to float rounding; speed is measured by benchmarks/,
+    never here), and a persistent compilation cache per test process, so a program compiled
+    by one command is a cache hit in the next. Removed at the end, so nothing carries over."""
+    cache = tempfile.mkdtemp(prefix="unetjax-xla-cache-")
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+    os.environ.update(
+        {
+            "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+            "JAX_COMPILATION_CACHE_DIR": cache,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        }
+    )
     jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def run_command(
@@ -70,6 +86,19 @@ def tiny_run(tmp_path_factory) -> TinyRun:
             str(workdir),
             "--config.train.num_steps=15",
         ],
-        {**env, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"},  # compile time dominates 15 tiny steps
+        env,
     )
     return TinyRun(workdir, result.stdout, result.stderr, env)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_run, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, dict[str, str]]:
+    """(the tiny run's workdir, a folder of test images, env) for the commands that read a run;
+    tests that write into a run copy it first."""
+    images = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for name, shape in [("cell_a", (32, 32)), ("cell_b", (32, 32)), ("large", (70, 45))]:
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(images / f"{name}.png")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "colour.png")  # 3 channels
+    (images / "broken.png").write_bytes(b"not a png")
+    return tiny_run.workdir, images, tiny_run.env

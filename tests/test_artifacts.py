@@ -28,8 +28,6 @@ from unetjax.inference.deploy import artifact, artifact_format, artifact_runner
 pytest.importorskip("jax2onnx", reason="needs the deploy extra (jax2onnx, onnx, onnxruntime)")
 pytest.importorskip("onnxruntime", reason="needs the deploy extra (jax2onnx, onnx, onnxruntime)")
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
 # Two spatial sizes per model (multiples of 2^D), each with its batch size.
@@ -133,7 +131,7 @@ print(json.dumps(differences))
 def _bare_python(code, *args, cwd):
     """Runs `code` in a fresh interpreter outside the repository (unetjax not importable by
     accident from the working directory); returns its stdout."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("PYTHONPATH", None)
     result = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],

@@ -13,9 +13,6 @@ from benchmarks import harness, pruning_speed, train_throughput
 TINY = ["--base-filters", "4", "--warmup", "0", "--repeats", "1"]
 
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
-
 def test_pruning_speed_reports_every_depth_and_mode_with_ratios_to_l4(capsys, tmp_path):
     json_path = tmp_path / "prune.json"
     rows = pruning_speed.main(

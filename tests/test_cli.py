@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -24,34 +23,6 @@ def _run(args, env, check_rc=0):
     if check_rc is not None:
         assert result.returncode == check_rc, result.stdout + result.stderr
     return result
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 15-step run of configs/tiny.py (a depth-2 UNet++) and a few test images."""
-    root = tmp_path_factory.mktemp("cli")
-    env = {**os.environ, "TFDS_DATA_DIR": str(root / "tfds"), "JAX_PLATFORMS": "cpu"}
-    workdir = root / "run"
-    _run(
-        [
-            "train.py",
-            "--config",
-            "configs/tiny.py",
-            "--workdir",
-            str(workdir),
-            "--config.train.num_steps=15",
-            "--config.train.progress_bar=False",
-        ],
-        {**env, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"},  # compile time dominates 15 tiny steps
-    )
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for name, shape in [("cell_a", (32, 32)), ("cell_b", (32, 32)), ("large", (70, 45))]:
-        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(images / f"{name}.png")
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "colour.png")  # 3 channels
-    (images / "broken.png").write_bytes(b"not a png")
-    return workdir, images, env
 
 
 def test_predict_writes_masks_and_overlays_and_reports_bad_files(trained, tmp_path):

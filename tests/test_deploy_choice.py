@@ -12,8 +12,6 @@ from unetjax import rundir
 from unetjax.cli import export, predict
 from unetjax.inference.deploy import artifact_format, deploy_choice
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 
 def test_the_depth_picker_takes_the_most_accurate_setting_within_the_budget(tmp_path):
     def row(depth, mode, latency, iou, threshold=0.5):

@@ -274,7 +274,6 @@ def tiny_encoder_config(data_dir, **train_overrides) -> ml_collections.ConfigDic
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("fast_compile")
 def test_a_tiny_encoder_run_trains_resumes_exactly_predicts_and_exports(tmp_path):
     # In-process: the three runs share their compiled steps.
     from unetjax import train

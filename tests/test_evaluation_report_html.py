@@ -20,7 +20,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from tests.test_cli import _run, trained  # noqa: F401  (the tiny trained run, a fixture)
+from tests.test_cli import _run
 from unetjax.evaluation import case_pictures, per_case, report_html
 
 KEEP = 2
@@ -28,7 +28,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def evaluated(trained, tmp_path_factory):  # noqa: F811
+def evaluated(trained, tmp_path_factory):
     """(output folder of `evaluate --split test`, its per_case.csv rows)."""
     workdir, _, env = trained
     out = tmp_path_factory.mktemp("report") / "eval"

@@ -8,8 +8,6 @@ import pytest
 from unetjax import losses
 from unetjax.evaluation import counts
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 VOID = 255
 STATIC = ("output_activation", "dice_reduction", "ignore_index")
 segmentation_loss = jax.jit(losses.segmentation_loss, static_argnames=STATIC)

@@ -12,8 +12,6 @@ from flax import nnx
 
 from unetjax import checkpoint, inference, models, nested_unet, rundir
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEP = 7
 

@@ -74,7 +74,6 @@ def recipe_run(tmp_path_factory):
     argv += [item for extra in TINY for item in ("--extra", extra)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JAX_PLATFORMS", "cpu")
-        patch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # compile time dominates here
         assert isbi2012.main(argv) == 0
     return output
 

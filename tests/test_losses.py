@@ -20,9 +20,6 @@ deep_supervision_loss = jax.jit(
 )
 
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
-
 def reference_loss(logits, mask, activation, weight=None, reduction="image", smooth=1.0):
     """The per-head loss written directly from its definition, in float64 numpy."""
     x = np.asarray(logits, np.float64)

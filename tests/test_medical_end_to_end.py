@@ -16,9 +16,7 @@ from tests.test_train import run_python
 from unetjax import data, inference, rundir
 from unetjax.data.volumes import synthetic_decathlon
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile")]
-# Compile time dominates these tiny runs; XLA's optimisations off in the commands too.
-FAST = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+pytestmark = pytest.mark.slow
 
 
 def train_command(workdir, raw, data_dir, num_steps):
@@ -45,8 +43,8 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     raw = synthetic_decathlon.write_dataset(root / "raw", num_training=5, num_test=2)
     workdir, data_dir = root / "run", root / "tfds"
-    run_python(train_command(workdir, raw, data_dir, 10), **FAST)
-    resumed = run_python(train_command(workdir, raw, data_dir, 12), **FAST)
+    run_python(train_command(workdir, raw, data_dir, 10))
+    resumed = run_python(train_command(workdir, raw, data_dir, 12))
     return raw, workdir, resumed
 
 
@@ -75,7 +73,6 @@ def test_predict_writes_label_maps_on_the_grids_of_the_inputs(run, tmp_path):
             "--no-progress",
             str(raw / "imagesTs"),
         ],
-        **FAST,
     )
     inputs = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))
     assert len(inputs) == 2
@@ -112,7 +109,6 @@ def test_an_export_predicts_volumes_without_the_training_data(run, tmp_path):
     run_python(
         ["predict.py", "--model", str(exported), "--output", str(tmp_path / "out"),
          "--no-progress", str(case), str(case).replace("_0000", "_0001")],
-        **FAST,
     )  # fmt: skip
     written = nib.load(tmp_path / "out" / case.name.replace("_0000", ""))
     assert written.shape == nib.load(case).shape
@@ -152,7 +148,6 @@ def test_evaluate_reports_hd95_in_millimetres_at_the_training_spacing(run, tmp_p
             "--output",
             str(tmp_path),
         ],
-        **FAST,
     )
     with open(tmp_path / "per_case.csv") as f:
         reported = {(r["case"], r["class"]): r["hd95"] for r in csv.DictReader(f)}

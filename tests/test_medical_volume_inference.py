@@ -18,8 +18,6 @@ from unetjax.data.volumes import intensity
 from unetjax.data.volumes import preprocessing as volume_preprocessing
 from unetjax.inference import tiling, volumes
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "totalsegmentator_ct"
 
 

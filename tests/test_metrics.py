@@ -17,9 +17,6 @@ confusion_counts = jax.jit(
 )
 
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
-
 def reference_counts(probabilities, mask, activation, threshold=0.5):
     """[tp, fp, fn, tn] per image and class by explicit loops over images and classes."""
     p = np.asarray(probabilities, np.float32)

@@ -167,7 +167,6 @@ def test_the_evaluation_crop_holds_the_largest_case_and_2d_folders_are_scored_wh
     assert config["data.eval_patch_size"] is None and config["data.name"] == "image_folder"
 
 
-@pytest.mark.usefixtures("fast_compile")
 def test_the_compiled_step_holds_at_least_its_parameters_moments_and_batch():
     fp = _fingerprint((1.0, 1.0), (32, 32), kind="image_folder")
     fp["class_fractions"] = {"0": 0.5, "1": 0.5}

@@ -19,8 +19,6 @@ from flax import nnx
 from unetjax import nested_unet
 from unetjax.inference import tiling
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 DEPTH = 2
 ALIGN = 2**DEPTH
 TOLERANCE = 2e-3

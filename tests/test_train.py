@@ -174,13 +174,12 @@ TRAIN_SCRIPT = textwrap.dedent(
 )
 
 
-# Compile time dominates the tiny runs in subprocesses: XLA's optimisations off there too.
-FAST_SUBPROCESS = {"JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+CPU = {"JAX_PLATFORMS": "cpu"}
 
 
 def run_python(args, **env):
     """Runs `python *args` in the repository on the CPU; fails the test on a non-zero exit."""
-    env = {**os.environ, **FAST_SUBPROCESS, "PYTHONPATH": ROOT, **env}
+    env = {**os.environ, **CPU, "PYTHONPATH": ROOT, **env}
     completed = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
@@ -239,7 +238,7 @@ def test_two_processes_train_in_lockstep(tmp_path, data_dir):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     workdir = str(tmp_path / "distributed")
-    env = {**os.environ, **FAST_SUBPROCESS, "PYTHONPATH": ROOT}
+    env = {**os.environ, **CPU, "PYTHONPATH": ROOT}
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", DISTRIBUTED_SCRIPT, workdir, data_dir, str(port), str(i)],
