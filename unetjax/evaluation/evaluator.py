@@ -50,14 +50,15 @@ class Network:
         training; none for a pruned predictor, whose settings have no loss).
       settings: the S (depth, mode) pairs of the probabilities' settings axis, in order.
       output_activation: "sigmoid" or "softmax".
-      align: spatial sizes the network takes are multiples of this (2^D).
+      align: per axis, spatial sizes the network takes are multiples of this (2^D, or the
+        product of the axis's strides).
       num_losses: how many of the first settings get a loss.
     """
 
     forward: Forward
     settings: tuple[Setting, ...]
     output_activation: str
-    align: int
+    align: tuple[int, ...]
     num_losses: int = 0
 
 
@@ -313,7 +314,7 @@ class BatchedEvaluator(Evaluator):
         return np.asarray(probabilities)[(slice(None), *map(slice, images.shape[1:-1]))]
 
 
-def _pad_batch(images: np.ndarray, align: int) -> np.ndarray:
+def _pad_batch(images: np.ndarray, align: tuple[int, ...]) -> np.ndarray:
     """Images (B, *spatial, C) mirror-padded at their end to a multiple of `align`."""
     return np.stack([tiling.pad_to_multiple(image, align)[0] for image in images])
 
