@@ -61,7 +61,7 @@ def test_an_axis_of_5_mm_on_0_8_mm_pixels_is_not_pooled_until_the_others_catch_u
     # Worked by hand: in-plane spacing 0.8 -> 1.6 -> 3.2 mm before 5 mm is under twice it.
     assert shape.strides == ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2))
     assert shape.kernels[:2] == ((1, 3, 3), (1, 3, 3)) and shape.kernels[2] == (3, 3, 3)
-    assert shape.pools_per_axis == (2, 5, 5) and shape.patch == (20, 192, 160)
+    assert shape.divisor == (2**2, 2**5, 2**5) and shape.patch == (20, 192, 160)
     # The bottleneck is about 4 voxels on every axis: 20/4, 192/32, 160/32.
     assert [p // d for p, d in zip(shape.patch, shape.divisor, strict=True)] == [5, 6, 5]
 

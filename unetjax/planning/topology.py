@@ -49,10 +49,6 @@ class Topology:
         return len(self.strides)
 
     @property
-    def pools_per_axis(self) -> tuple[int, ...]:
-        return tuple(sum(s[a] == 2 for s in self.strides) for a in range(len(self.patch)))
-
-    @property
     def divisor(self) -> tuple[int, ...]:
         return scales.divisor(self.strides, self.depth, len(self.patch))
 
