@@ -8,8 +8,8 @@ metric rows where asked, and the first cases with their predictions (overlays, t
 
 Two ways to see a split, chosen by `Dataset.scored_at_full_size(split)` (or a tile asked for):
 - `BatchedEvaluator`: stacked batches (images of one size, or centre crops), sharded over the
-  devices; network, loss and counts in one jit call. A size that is not a multiple of 2^D is
-  mirror-padded and cropped back, as `predict` does.
+  devices; network, loss and counts in one jit call. A size that is not a multiple of 2^D (per
+  axis, with per-axis pooling) is mirror-padded and cropped back, as `predict` does.
 - `FullSizeEvaluator`: one whole image at a time, predicted exactly as `predict` predicts it
   (`tiling.predict_image`: padded to 2^D and cropped back, overlap-tiled in fixed-shape tiles),
   then scored on the host. The loss is computed on the blended probabilities (as logits), so it is

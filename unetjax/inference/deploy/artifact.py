@@ -6,8 +6,9 @@ baked in as constants (only the L-subgraph's), probabilities behind and, optiona
 labels (threshold or argmax). Running it needs only its runtime (`artifact_runner`, or the
 deployer snippet in docs/inference.md).
 
-StableHLO (`jax.export`): symbolic batch and spatial sizes, the latter multiples of 2^D, so one
-file serves every image size; lowered for several platforms (CPU and CUDA by default).
+StableHLO (`jax.export`): symbolic batch and spatial sizes, the latter multiples of 2^D (per
+axis with `model.strides`), so one file serves every image size; lowered for several
+platforms (CPU and CUDA by default).
 ONNX (jax2onnx): a symbolic batch and a fixed spatial size. jax2onnx 0.17 cannot keep spatial
 sizes symbolic through this network (its `nnx.max_pool` rule leaves a symbolic length
 unpooled, and the concatenation after it then fails); another size is another export.
