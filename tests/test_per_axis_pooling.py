@@ -80,9 +80,8 @@ def test_an_anisotropic_unets_parameters_equal_a_hand_formula():
 @pytest.mark.parametrize(
     ("architecture", "spatial_dims", "upsample"),
     [
-        ("unet_plusplus", 3, "transpose"),
-        ("unet_3plus", 3, "transpose"),
-        ("unet_plus", 2, "interpolate"),
+        ("unet_plusplus", 3, "interpolate"),  # 3D transposed convs: test_artifacts' 3D run
+        ("unet_3plus", 2, "transpose"),
     ],
 )
 def test_the_pruned_model_is_a_subtree_and_equals_the_full_models_head(
