@@ -122,6 +122,7 @@ MODEL = {"architecture": "unet", "filters": TINY, "spatial_dims": 3}
         ({"kernels": ((3, 3, 3),) * 2}, "model.kernels=.* has 2 levels; depth 2 needs 3"),
         ({"kernels": ((1, 3, 3), (1, 3, 3), (5, 3, 3))}, "model.kernels=.*must be 1 or 3"),
         ({"strides": 2}, "model.strides=2: expected a list of levels"),
+        ({"strides": (2, 2)}, r"model.strides=\(2, 2\): expected a list of levels"),
         (
             {"encoder": "resnet_tiny", "spatial_dims": 2, "strides": ((2, 2),) * 4},
             "model.strides is set with model.encoder='resnet_tiny'.*not supported",

@@ -3,8 +3,8 @@
 `config.model.strides` lists, per level 1..depth, the factor each spatial axis is pooled by
 (2, or 1 for an axis left unpooled at that level); `config.model.kernels` the convolution kernel
 per level 0..depth (3, or 1 along an axis still much coarser than the others). None for either:
-every axis pooled by 2, kernels 3 wide (the papers' networks). Plain Python, no JAX: the graph,
-the model, inference and export all take their per-axis scales from here.
+every axis pooled by 2, kernels 3 wide (the papers' networks). Plain Python, no JAX: the config
+check, the model, the planner, inference and export all take their per-axis scales from here.
 """
 
 from __future__ import annotations
@@ -93,4 +93,8 @@ def _levels(model_config: Mapping[str, Any], key: str, count: int, allowed: Sequ
 
 
 def _text(value: Any) -> str:
-    return str([list(level) for level in value]) if isinstance(value, list | tuple) else repr(value)
+    """`value` as the user would write it: lists of lists, or as it came when it is not one."""
+    try:
+        return str([[int(v) for v in level] for level in value])
+    except (TypeError, ValueError):
+        return repr(value)
