@@ -22,6 +22,12 @@ def get_config() -> ml_collections.ConfigDict:
     model.base_filters = config_dict.placeholder(int)
     model.filters = config_dict.placeholder(tuple)
     model.deep_supervision = True
+    # Per-axis pooling (nnU-Net's rule for anisotropic data; `unetjax.scales`), set by the planner:
+    # `strides`, per level 1..depth, each axis's pooling factor (2, or 1: not pooled there), and
+    # `kernels`, per level 0..depth, each axis's kernel (3, or 1). None: every axis pooled by 2
+    # at every level, 3-wide kernels. Not with `encoder`.
+    model.strides = config_dict.placeholder(tuple)
+    model.kernels = config_dict.placeholder(tuple)
     model.norm = "batch"  # none (the paper), batch, instance, group
     model.activation = "relu"
     model.dropout = 0.0

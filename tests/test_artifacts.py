@@ -1,6 +1,7 @@
 """Deployable artifacts: StableHLO and ONNX files that run without unetjax and agree with it.
 
-Every setting (depth L and mode) of a 2D depth-3 and a 3D depth-2 UNet++ is exported once per
+Every setting (depth L and mode) of a 2D depth-3 and a 3D depth-2 UNet++ (with per-axis
+pooling: the first axis unpooled at level 1, sizes multiples of (2, 4, 4)) is exported once per
 module; a subprocess that imports only jax (or only onnxruntime) and numpy runs each artifact on
 random inputs of two spatial sizes and is compared with `load_predictor(...).predict_batch`.
 L1 accurate (the mean of head 1 alone) is L1 fast's graph, which is asserted, not exported twice.
@@ -30,8 +31,16 @@ pytest.importorskip("onnxruntime", reason="needs the deploy extra (jax2onnx, onn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
-# Two spatial sizes per model (multiples of 2^D), each with its batch size.
+# Two spatial sizes per model (multiples of its divisor), each with its batch size.
 SIZES = {2: [((32, 40), 2), ((16, 24), 1)], 3: [((8, 12, 16), 1), ((16, 8, 8), 1)]}
+
+
+def anisotropic_config():
+    """The 3D run: a depth-2 UNet++ pooling (1, 2, 2) then (2, 2, 2), kernels 1x3x3 at level 0."""
+    config = tiny_config(3)
+    config.model.strides = ((1, 2, 2), (2, 2, 2))
+    config.model.kernels = ((1, 3, 3), (3, 3, 3), (3, 3, 3))
+    return config
 
 
 def depth3_config():
@@ -48,7 +57,7 @@ def exported(tmp_path_factory):
     inputs and the predictor's probabilities for them, listed in manifest.json."""
     root = tmp_path_factory.mktemp("artifacts")
     entries, predictors, models = [], {}, {}
-    for dims, config in ((2, depth3_config()), (3, tiny_config(3))):
+    for dims, config in ((2, depth3_config()), (3, anisotropic_config())):
         run = root / f"run{dims}d"
         models[dims] = make_tiny_run(run, config, seed=dims)
         full_graph = graph_lib.graph_from_config(config.model)
@@ -187,11 +196,13 @@ def test_the_sidecar_describes_input_output_and_the_training_config(exported):
     expected_input = {"name": "image", "layout": "NDHWC", "dtype": "float32", "channels": 1}
     assert {key: inputs[key] for key in expected_input} == expected_input
     assert (inputs["value_range"], inputs["spatial_dims"], inputs["batch"]) == ([0, 1], 3, "any")
-    assert inputs["spatial_size"] == {"multiple_of": 4}
+    assert inputs["spatial_size"] == {"multiple_of": [2, 4, 4]}
     assert onnx["input"]["spatial_size"] == {"fixed": [16, 8, 8]}
     assert stablehlo["output"]["activation"] == "sigmoid" and stablehlo["output"]["classes"] == 1
     expected_model = {"architecture": "unet_plusplus", "depth": 2, "full_depth": 2, "step": 7}
     assert {key: model[key] for key in expected_model} == expected_model
+    assert model["strides"] == [[1, 2, 2], [2, 2, 2]]
+    assert artifact_runner.load_artifact(entry["stablehlo"]).align == (2, 4, 4)
     assert model["mode"] == "accurate" and model["compute_dtype"] == "float32"
     assert stablehlo["normalization"] == {"kind": "unit", "mean": None, "std": None}
     assert set(stablehlo["runtime"]["platforms"]) == {"cpu", "cuda"}

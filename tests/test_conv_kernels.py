@@ -10,23 +10,25 @@ from unetjax import conv_kernels
 
 
 @pytest.mark.parametrize(
-    ("batch", "spatial", "widths", "use_bias"),
+    ("batch", "spatial", "widths", "use_bias", "kernel"),
     [
-        (2, (10, 12), (3, 5, 8), True),  # a small batch: the weight gradient pads first
-        (8, (10, 12), (3, 5, 8), True),  # a larger one: autodiff's weight gradient
-        (2, (10, 12), (24, 16), False),
-        (1, (9, 7), (20,), True),  # one 2D part
-        (2, (4, 6, 6), (2, 3), True),
-        (2, (5, 6, 7), (4,), False),  # one part in 3D: the depth taps alone
-        (2, (1, 4, 4), (2, 3), False),  # a single slice: both taps beside it see zeros
+        (2, (10, 12), (3, 5, 8), True, 3),  # a small batch: the weight gradient pads first
+        (8, (10, 12), (3, 5, 8), True, 3),  # a larger one: autodiff's weight gradient
+        (2, (10, 12), (24, 16), False, 3),
+        (1, (9, 7), (20,), True, 3),  # one 2D part
+        (2, (4, 6, 6), (2, 3), True, 3),
+        (2, (5, 6, 7), (4,), False, 3),  # one part in 3D: the depth taps alone
+        (2, (1, 4, 4), (2, 3), False, 3),  # a single slice: both taps beside it see zeros
+        # per-axis pooling's kernels: one depth tap (thick slices), and 2D's plain form
+        (2, (4, 6, 6), (2, 3), True, (1, 3, 3)),
+        (2, (6, 8), (3, 5), False, (1, 3)),
     ],
 )
 def test_conv_of_concatenation_equals_nnx_conv_of_the_concatenation_and_its_gradients(
-    batch, spatial, widths, use_bias
+    batch, spatial, widths, use_bias, kernel
 ):
-    layer = nnx.Conv(
-        sum(widths), 7, (3,) * len(spatial), padding="SAME", use_bias=use_bias, rngs=nnx.Rngs(0)
-    )
+    kernel = (kernel,) * len(spatial) if isinstance(kernel, int) else kernel
+    layer = nnx.Conv(sum(widths), 7, kernel, padding="SAME", use_bias=use_bias, rngs=nnx.Rngs(0))
     keys = jax.random.split(jax.random.key(len(widths)), len(widths) + 1)
     parts = [jax.random.normal(k, (batch, *spatial, w)) for k, w in zip(keys, widths, strict=False)]
     cotangent = jax.random.normal(keys[-1], (batch, *spatial, 7))

@@ -15,21 +15,27 @@ from unetjax import backend, conv_kernels, layers, losses
 from unetjax import nested_unet as nu
 
 
+def per_axis(factor, spatial_dims):
+    return (factor,) * spatial_dims if isinstance(factor, int) else tuple(factor)
+
+
 def reference_pool(x, factor):
-    window = (factor,) * (x.ndim - 2)
+    window = per_axis(factor, x.ndim - 2)
     return nnx.max_pool(x, window_shape=window, strides=window)
 
 
 def pooled_shape(shape, factor):
-    return (shape[0], *(size // factor for size in shape[1:-1]), shape[-1])
+    window = per_axis(factor, len(shape) - 2)
+    return (shape[0], *(s // w for s, w in zip(shape[1:-1], window, strict=True)), shape[-1])
 
 
 @pytest.mark.parametrize(
     ("shape", "factor"),
-    [((2, 8, 12, 3), 2), ((2, 8, 8, 5), 4), ((2, 4, 6, 8, 3), 2), ((1, 8, 8, 8, 2), 4)],
+    # Per-axis windows (1 on an unpooled axis) as nnU-Net pools anisotropic volumes.
+    [((2, 8, 12, 3), 2), ((2, 8, 8, 5), 4), ((2, 4, 6, 8, 3), 2), ((1, 4, 8, 8, 2), (1, 2, 4))],
 )
 def test_max_pool_forward_gradient_and_jvp_equal_nnx_max_pool(shape, factor):
-    keys = jax.random.split(jax.random.key(sum(shape) + factor), 3)
+    keys = jax.random.split(jax.random.key(sum(shape) + sum(per_axis(factor, 1))), 3)
     x = jax.random.normal(keys[0], shape)
     cotangent = jax.random.normal(keys[1], pooled_shape(shape, factor))
     tangent = jax.random.normal(keys[2], shape)
@@ -51,30 +57,23 @@ def test_max_pool_forward_gradient_and_jvp_equal_nnx_max_pool(shape, factor):
 def first_maximum_gradient(x, cotangent, factor):
     """The gradient routed to each window's first maximum in row-major order, by loops."""
     grad = np.zeros_like(x)
+    window = per_axis(factor, x.ndim - 2)
     for index in np.ndindex(cotangent.shape):
         batch, *window_start, channel = index
-        offsets = list(itertools.product(range(factor), repeat=len(window_start)))
-        values = [
-            x[
-                (
-                    batch,
-                    *(factor * s + o for s, o in zip(window_start, offset, strict=True)),
-                    channel,
-                )
-            ]
-            for offset in offsets
-        ]
+        offsets = list(itertools.product(*(range(w) for w in window)))
+
+        def at(offset, batch=batch, window_start=window_start, channel=channel):
+            starts = zip(window_start, offset, window, strict=True)
+            return (batch, *(w * s + o for s, o, w in starts), channel)
+
+        values = [x[at(offset)] for offset in offsets]
         first = offsets[int(np.argmax(values))]  # np.argmax returns the first maximum
-        where = (
-            batch,
-            *(factor * s + o for s, o in zip(window_start, first, strict=True)),
-            channel,
-        )
+        where = at(first)
         grad[where] = cotangent[index]
     return grad
 
 
-@pytest.mark.parametrize(("shape", "factor"), [((2, 4, 4, 3), 2), ((1, 4, 4, 4, 2), 2)])
+@pytest.mark.parametrize(("shape", "factor"), [((2, 4, 4, 3), 2), ((1, 4, 4, 4, 2), (1, 2, 2))])
 def test_tied_maxima_send_the_gradient_to_the_first_in_row_major_order(shape, factor):
     rng = np.random.default_rng(0)
     # Values from {0, 1, 2}: most windows hold tied maxima, as after ReLU or on constant regions.

@@ -1,4 +1,5 @@
-"""A tiny 3D run on a synthetic Decathlon folder through the commands: train.py trains and
+"""A tiny 3D run on a synthetic Decathlon folder through the commands, with nnU-Net's per-axis
+pooling for its thick slices (the first axis unpooled at level 1): train.py trains and
 resumes, predict.py writes .nii.gz label maps on the inputs' own grids (checked with nibabel),
 evaluate.py reports per-case distances in mm (checked against a scipy brute force at the
 spacing nibabel reads from the training files)."""
@@ -34,6 +35,9 @@ def train_command(workdir, raw, data_dir, num_steps):
         "--config.train.log_every=1",
         "--config.train.num_overlays=0",
         "--config.train.progress_bar=False",
+        # The cases are about 3 x 0.9 x 1 mm: the planner's strides and kernels for them.
+        "--config.model.strides=((1, 2, 2), (2, 2, 2))",
+        "--config.model.kernels=((1, 3, 3), (3, 3, 3), (3, 3, 3))",
     ]
 
 
@@ -60,6 +64,8 @@ def test_a_rerun_with_more_steps_resumes_where_the_first_stopped(run):
 
 def test_predict_writes_label_maps_on_the_grids_of_the_inputs(run, tmp_path):
     raw, workdir, _ = run
+    strides = rundir.load_config(workdir).model.strides
+    assert [list(s) for s in strides] == [[1, 2, 2], [2, 2, 2]]  # the run pooled per axis
     run_python(
         [
             "predict.py",

@@ -122,7 +122,7 @@ def test_a_planned_run_trains_with_the_plan_and_records_the_overrides(folder, tm
             f"--config.plan.file={tmp_path / 'plans.json'}",
             "--config.plan.memory_gb=1.0",
             "--config.plan.hours=0.01",
-            "--config.model.filters=(4, 8)",
+            "--config.model.filters=(4, 8, 16)",
             "--config.train.stop_after_steps=1",
             "--config.train.progress_bar=False",
         ],
@@ -131,11 +131,16 @@ def test_a_planned_run_trains_with_the_plan_and_records_the_overrides(folder, tm
     assert result.returncode == 0, result.stdout + result.stderr
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["plan"]["overridden"] == ["model.filters"]
-    assert saved["model"]["filters"] == [4, 8]
+    assert saved["model"]["filters"] == [4, 8, 16]
+    # The synthetic volumes are about 3 x 0.9 x 1 mm: the thick first axis waits a level.
+    assert plan["config"]["model.strides"] == [[1, 2, 2], [2, 2, 2]]
+    assert saved["model"]["strides"] == plan["config"]["model.strides"]
+    assert saved["model"]["kernels"] == plan["config"]["model.kernels"]
     assert saved["data"]["patch_size"] == list(plan["config"]["data.patch_size"])
     assert saved["train"]["num_steps"] == plan["config"]["train.num_steps"]
     kept = json.loads((workdir / "plans.json").read_text())
-    assert kept["data_hash"] == plan["data_hash"] and kept["overrides"] == {"model.filters": [4, 8]}
+    assert kept["data_hash"] == plan["data_hash"]
+    assert kept["overrides"] == {"model.filters": [4, 8, 16]}
 
 
 def test_the_keys_given_on_the_command_line_are_the_overrides():

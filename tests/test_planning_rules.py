@@ -6,9 +6,11 @@ is tested); one test compiles the real step and checks XLA's figure against the 
 
 import math
 
+import jax
 import ml_collections
 import pytest
 
+from unetjax import models
 from unetjax.planning import memory, planner, topology
 
 MODEL = ml_collections.ConfigDict(
@@ -59,7 +61,7 @@ def test_an_axis_of_5_mm_on_0_8_mm_pixels_is_not_pooled_until_the_others_catch_u
     # Worked by hand: in-plane spacing 0.8 -> 1.6 -> 3.2 mm before 5 mm is under twice it.
     assert shape.strides == ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2))
     assert shape.kernels[:2] == ((1, 3, 3), (1, 3, 3)) and shape.kernels[2] == (3, 3, 3)
-    assert shape.pools_per_axis == (2, 5, 5) and shape.patch == (20, 192, 160)
+    assert shape.divisor == (2**2, 2**5, 2**5) and shape.patch == (20, 192, 160)
     # The bottleneck is about 4 voxels on every axis: 20/4, 192/32, 160/32.
     assert [p // d for p, d in zip(shape.patch, shape.divisor, strict=True)] == [5, 6, 5]
 
@@ -87,9 +89,9 @@ def test_the_memory_fit_is_monotone_in_the_budget_and_stays_under_it():
     for gb in (0.5, 1, 2, 4, 8, 16):
         plan = _plan(fp, gb)
         assert plan["predicted_peak_bytes"] <= gb * 2**30
-        voxels.append(
-            plan["config"]["train.batch_size"] * math.prod(plan["config"]["data.patch_size"])
-        )
+        # The patch is chosen first (at batch 2); a larger one may add a level (a per-axis
+        # stride) and its parameters, so batch x patch need not grow with the budget.
+        voxels.append(math.prod(plan["config"]["data.patch_size"]))
         assert plan["config"]["train.batch_size"] >= planner.MIN_BATCH
     assert voxels == sorted(voxels) and voxels[-1] > voxels[0]
 
@@ -170,7 +172,7 @@ def test_the_evaluation_crop_holds_the_largest_case_and_2d_folders_are_scored_wh
 def test_the_compiled_step_holds_at_least_its_parameters_moments_and_batch():
     fp = _fingerprint((1.0, 1.0), (32, 32), kind="image_folder")
     fp["class_fractions"] = {"0": 0.5, "1": 0.5}
-    shape = topology.isotropic(topology.pooling((1.0, 1.0), (16, 16)))
+    shape = topology.pooling((1.0, 1.0), (16, 16))
     model = planner.model_config(MODEL, fp, shape)
     model.filters = (4, 8, 16)
     params = 4 * 8 * 9 + 4 + 4 * 4 * 9 + 4  # a lower bound: the first two convolutions
@@ -178,3 +180,29 @@ def test_the_compiled_step_holds_at_least_its_parameters_moments_and_batch():
     # Parameters and Adam's two moments (float32), the images and the int32 masks.
     assert peak >= 3 * 4 * params + 8 * 16 * 16 * (4 + 4)
     assert peak < 64 * 2**20  # and not a wild figure for a 4..16-filter network
+
+
+def test_a_plan_for_thick_slices_carries_per_axis_strides_that_the_model_takes():
+    # Spacing per array axis, as the fingerprint holds it: the first axis is the 4 mm one.
+    fp = _fingerprint((4.0, 0.8, 0.8), (12, 48, 40))
+    base = ml_collections.ConfigDict({**MODEL.to_dict(), "architecture": "unet"})
+    budget = planner.Budget(2**30, "as asked", 1.0)
+    plan = planner.make_plan(fp, budget, base, peak=_formula_peak, step_seconds=lambda *a: 0.5)
+    config = plan["config"]
+    strides, kernels = config["model.strides"], config["model.kernels"]
+    # In-plane 0.8 -> 1.6 -> 3.2 mm before the 4 mm axis is under twice the finest.
+    assert strides[:2] == [[1, 2, 2], [1, 2, 2]] and kernels[:2] == [[1, 3, 3], [1, 3, 3]]
+    assert len(strides) == config["model.depth"] and len(kernels) == len(strides) + 1
+    assert "(1,2,2) (1,2,2)" in plan["reasons"]["pooling"]
+    model_config = ml_collections.ConfigDict(base.to_dict())
+    for key, value in config.items():
+        if key.startswith("model."):
+            model_config[key.removeprefix("model.")] = value
+    model_config.update(filters=(2,) * len(kernels), spatial_dims=3, in_channels=1)
+    model_config.update(num_classes=3, output_activation="softmax")
+    model = models.from_config(model_config)
+    patch = tuple(config["data.patch_size"])
+    assert all(p % d == 0 for p, d in zip(patch, model.spec.divisor(len(strides)), strict=True))
+    # Traced at the patch (test_planning_cli trains a planned anisotropic run for real).
+    (logits,) = jax.eval_shape(model, jax.ShapeDtypeStruct((1, *patch, 1), "float32"))
+    assert logits.shape == (1, *patch, 3)

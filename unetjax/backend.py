@@ -112,14 +112,15 @@ def transposed_conv(layer: nnx.ConvTranspose, x: jax.Array) -> jax.Array:
     return _on_cpu(lambda: conv_kernels.transposed_conv_as_matmul(layer, x), lambda: layer(x))
 
 
-def max_pool(x: jax.Array, factor: int) -> jax.Array:
-    """Max over non-overlapping `factor`^d windows; on the CPU with a masked gradient."""
-    window = (factor,) * (x.ndim - 2)
+def max_pool(x: jax.Array, factor: int | Sequence[int]) -> jax.Array:
+    """Max over non-overlapping windows of `factor` per axis (an int: every axis); on the CPU
+    with a masked gradient."""
+    window = (factor,) * (x.ndim - 2) if isinstance(factor, int) else tuple(factor)
 
     def reduce_window() -> jax.Array:
         return nnx.max_pool(x, window_shape=window, strides=window)
 
-    return _on_cpu(lambda: conv_kernels.max_pool(x, factor), reduce_window)
+    return _on_cpu(lambda: conv_kernels.max_pool(x, window), reduce_window)
 
 
 def stored_once(x: jax.Array) -> jax.Array:

@@ -74,13 +74,15 @@ def conv_of_concatenation(layer: nnx.Conv, parts: Sequence[jax.Array]) -> jax.Ar
 
 
 def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.Array:
-    """Stride-1 convolution of channels-last `x`: 3x3x3 "SAME" ones by depth taps, 3x3 "SAME"
-    ones of small batches with `_conv3x3_small_batch`'s weight gradient."""
-    three = kernel.shape[0] == 3 and padding == "SAME"
-    if three and x.ndim == 5:
+    """Stride-1 convolution of channels-last `x`: 3D "SAME" ones with an odd depth (3x3x3, or
+    1x3x3 along a thick-slice axis) by depth taps, 3x3 "SAME" ones of small batches with
+    `_conv3x3_small_batch`'s weight gradient; any other kernel (per-axis pooling's 1x3 in 2D,
+    3x1x1) the plain form."""
+    if x.ndim == 5 and padding == "SAME" and all(k % 2 for k in kernel.shape[:3]):
         return _conv3d_by_depth_taps(x, kernel, precision)
     # A symbolic batch (an exported artifact's) keeps the plain form.
     small = isinstance(x.shape[0], int) and x.shape[0] <= SMALL_BATCH
+    three = kernel.shape[0] == 3 and padding == "SAME"
     if three and x.ndim == 4 and kernel.shape[1] == 3 and small:
         return _conv3x3_small_batch(x, kernel, precision)
     spatial = "DHW"[-(x.ndim - 2) :]
@@ -91,13 +93,14 @@ def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.A
 
 
 def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
-    """(B, D, H, W, C) * (3, kh, kw, C, O), "SAME": the sum over depth taps t of the 2D
-    convolution of slices d - 1 + t (zeros outside) with kernel[t], slices folded into the
-    batch."""
+    """(B, D, H, W, C) * (kd, kh, kw, C, O), all odd, "SAME": the sum over depth taps t of the
+    2D convolution of slices d - kd // 2 + t (zeros outside) with kernel[t], slices folded
+    into the batch (kd = 1: one 2D convolution of every slice)."""
     batch, depth, height, width, channels = x.shape
-    padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
+    taps, half = kernel.shape[0], kernel.shape[0] // 2
+    padded = jnp.pad(x, ((0, 0), (half, half), (0, 0), (0, 0), (0, 0))) if half else x
     y = None
-    for tap in range(3):
+    for tap in range(taps):
         slices = padded[:, tap : tap + depth].reshape(batch * depth, height, width, channels)
         term = jax.lax.conv_general_dilated(
             slices,
@@ -251,40 +254,46 @@ def stored_once(x: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def max_pool(x: jax.Array, factor: int) -> jax.Array:
-    """Max over non-overlapping `factor`^d windows (spatial sizes divisible by it), the same
-    numbers as `nnx.max_pool` forward and backward, ties included: the gradient of a window goes
-    to its first maximum in row-major order, as XLA's select-and-scatter (and PyTorch's
-    max-pool) route it. Written as a max over strided views whose derivative is a mask, which
-    XLA:CPU runs about 8x faster than select-and-scatter."""
-    # The maximum of the factor^d strided views: element-wise, so XLA:CPU fuses it into one
-    # loop. As a reduction, YNNPACK took it and grew its fusion through the next node's
-    # convolutions, which it ran about 3x slower (pruned inference at b8 @ 96x96).
-    offsets = itertools.product(range(factor), repeat=x.ndim - 2)
-    views = [x[(slice(None), *(slice(o, None, factor) for o in offset))] for offset in offsets]
+def max_pool(x: jax.Array, window: int | tuple[int, ...]) -> jax.Array:
+    """Max over non-overlapping windows (`window` per spatial axis, an int for every axis;
+    spatial sizes divisible by it), the same numbers as `nnx.max_pool` forward and backward,
+    ties included: the gradient of a window goes to its first maximum in row-major order, as
+    XLA's select-and-scatter (and PyTorch's max-pool) route it. Written as a max over strided
+    views whose derivative is a mask, which XLA:CPU runs about 8x faster than
+    select-and-scatter. A window of 1 on an axis (per-axis pooling) leaves that axis alone."""
+    window = _window(x, window)
+    # The maximum of the strided views: element-wise, so XLA:CPU fuses it into one loop. As a
+    # reduction, YNNPACK took it and grew its fusion through the next node's convolutions, which
+    # it ran about 3x slower (pruned inference at b8 @ 96x96).
+    offsets = itertools.product(*(range(w) for w in window))
+    views = [
+        x[(slice(None), *(slice(o, None, w) for o, w in zip(offset, window, strict=True)))]
+        for offset in offsets
+    ]
     return functools.reduce(jnp.maximum, views)
 
 
 @max_pool.defjvp
-def _max_pool_jvp(factor: int, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+def _max_pool_jvp(window, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
     # Linear in the tangent, so JAX transposes it into a masked broadcast for the gradient.
     (x,), (tangent,) = primals, tangents
-    windows, axes = _windows(x, factor), _window_axes(x)
+    window = _window(x, window)
+    windows, axes = _windows(x, window), _window_axes(x)
     # Row-major position of every element within its window.
     position = sum(
-        jax.lax.broadcasted_iota(jnp.int32, windows.shape, axis) * factor ** (len(axes) - 1 - i)
+        jax.lax.broadcasted_iota(jnp.int32, windows.shape, axis) * math.prod(window[i + 1 :])
         for i, axis in enumerate(axes)
     )
     # One reduction picks (max, its first position) together: comparing the elements with a max
     # reduced separately can miss, as XLA may recompute the input (batch norm, ReLU) for each.
     pooled, first = jax.lax.reduce(
         (windows, position),
-        (jnp.array(-jnp.inf, x.dtype), jnp.array(factor ** len(axes), jnp.int32)),
+        (jnp.array(-jnp.inf, x.dtype), jnp.array(math.prod(window), jnp.int32)),
         _max_then_first,
         axes,
     )
     at_first = position == jnp.expand_dims(first, axes)
-    return pooled, jnp.sum(jnp.where(at_first, _windows(tangent, factor), 0), axis=axes)
+    return pooled, jnp.sum(jnp.where(at_first, _windows(tangent, window), 0), axis=axes)
 
 
 def _max_then_first(
@@ -295,11 +304,15 @@ def _max_then_first(
     return jnp.where(keep_a, a[0], b[0]), jnp.where(keep_a, a[1], b[1])
 
 
-def _windows(x: jax.Array, factor: int) -> jax.Array:
-    """(batch, s1, s2, ..., C) -> (batch, s1 / factor, factor, s2 / factor, factor, ..., C)."""
+def _window(x: jax.Array, window: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (window,) * (x.ndim - 2) if isinstance(window, int) else tuple(window)
+
+
+def _windows(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """(batch, s1, s2, ..., C) -> (batch, s1 / w1, w1, s2 / w2, w2, ..., C)."""
     shape = [x.shape[0]]
-    for size in x.shape[1:-1]:
-        shape += [size // factor, factor]
+    for size, w in zip(x.shape[1:-1], window, strict=True):
+        shape += [size // w, w]
     return x.reshape(*shape, x.shape[-1])
 
 

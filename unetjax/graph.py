@@ -2,9 +2,10 @@
 
 Plain Python, no JAX: the model, pruning, parameter export and benchmarks all read the same `Graph`.
 
-Node `x_{i}_{j}` sits at level `i` (resolution 1 / 2^i) and column `j` (how many decoder steps
-it is from the encoder), as in the UNet++ paper. Column 0 is the encoder. Every node lists its
-inputs in concatenation order, each with the resampling that brings it to the node's resolution.
+Node `x_{i}_{j}` sits at level `i` (resolution 1 / 2^i; per axis with `model.strides`, see
+`scales`) and column `j` (decoder steps from the encoder), as in the UNet++ paper. Column 0 is
+the encoder. Every node lists its inputs in concatenation order, each with the resampling that
+brings it to the node's resolution.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from unetjax import scales
 
 ARCHITECTURES = ("unet", "wide_unet", "unet_plus", "unet_plusplus", "unet_3plus")
 INPUT = "input"
@@ -53,7 +56,8 @@ ENCODER_FEATURES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Edge:
-    """One input of a node: `source` resampled by `resample` with scale `factor` (a power of 2)."""
+    """One input of a node: `source` resampled by `resample` with scale `factor`: 2^(levels
+    crossed), per axis the product of those levels' strides (`scales.factor`)."""
 
     source: str
     resample: Resample
@@ -336,6 +340,7 @@ def graph_from_config(model_config: Mapping[str, Any]) -> Graph:
     """
     encoder = model_config.get("encoder")
     if encoder:
+        scales.from_config(model_config, 0)  # per-axis pooling: not over an encoder
         if encoder not in ENCODER_FEATURES:
             raise ValueError(
                 f"config.model.encoder={encoder!r}; choose one of {', '.join(ENCODER_FEATURES)}"
@@ -351,6 +356,7 @@ def graph_from_config(model_config: Mapping[str, Any]) -> Graph:
         filters=model_config.get("filters"),
         base_filters=model_config.get("base_filters"),
     )
+    scales.from_config(model_config, len(filters) - 1)  # per-axis pooling: checked here
     return build_graph(
         model_config["architecture"],
         len(filters) - 1,

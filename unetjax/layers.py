@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unetjax import backend
+from unetjax import backend, scales
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -51,6 +51,8 @@ class NetworkSpec:
       cat_channels: UNet 3+ channels per full-scale input (64 in the paper).
       output_activation: "sigmoid" (binary or multi-label) or "softmax" (multi-class); how
         probabilities are formed in `predict`, and what the losses expect.
+      strides: per level 1..depth, per axis, 2 or 1 (`scales`); None pools every axis by 2.
+      kernels: per level 0..depth, per axis, 3 or 1; None: 3 on every axis.
       dtype: compute dtype (e.g. bfloat16); parameters stay in `param_dtype`.
     """
 
@@ -64,6 +66,8 @@ class NetworkSpec:
     upsample: str = "transpose"
     cat_channels: int = 64
     output_activation: str = "sigmoid"
+    strides: scales.Strides | None = None
+    kernels: scales.Strides | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -84,6 +88,24 @@ class NetworkSpec:
             )
         if self.output_activation == "softmax" and self.num_classes < 2:
             raise ValueError("softmax output needs num_classes >= 2 (use sigmoid for one class)")
+        strides, kernels = scales.from_config(
+            {"strides": self.strides, "kernels": self.kernels, "spatial_dims": self.spatial_dims},
+            len(self.filters) - 1,
+        )
+        # Tuples of tuples, so that the spec stays hashable whatever sequences it was given.
+        object.__setattr__(self, "strides", strides)
+        object.__setattr__(self, "kernels", kernels)
+
+    def scale(self, low: int, high: int) -> tuple[int, ...]:
+        """Per axis, how many times finer level `low` is than level `high` (`scales.factor`)."""
+        return scales.factor(self.strides, low, high, self.spatial_dims)
+
+    def divisor(self, depth: int) -> tuple[int, ...]:
+        """Per axis, what an input size must be a multiple of for a graph of `depth`."""
+        return scales.divisor(self.strides, depth, self.spatial_dims)
+
+    def kernel(self, level: int) -> tuple[int, ...]:
+        return scales.kernel(self.kernels, level, self.spatial_dims)
 
 
 class ConvNormAct(nnx.Module):
@@ -99,14 +121,16 @@ class ConvNormAct(nnx.Module):
         out_channels: int,
         spec: NetworkSpec,
         *,
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
         rngs: nnx.Rngs,
     ):
+        if isinstance(kernel_size, int):
+            kernel_size = (kernel_size,) * spec.spatial_dims
         # A normalisation layer has its own shift, which makes a conv bias redundant.
         self.conv = nnx.Conv(
             in_channels,
             out_channels,
-            (kernel_size,) * spec.spatial_dims,
+            tuple(kernel_size),
             padding="SAME",
             use_bias=spec.norm == "none",
             dtype=spec.dtype,
@@ -142,17 +166,27 @@ class ConvNormAct(nnx.Module):
 
 
 class LearnedUpsample(nnx.Module):
-    """x2 up-sampling to `out_channels`: a 2x2 transposed conv, or a 1x1 conv then interpolation."""
+    """Up-sampling by `factor` per axis (default 2) to `out_channels`: a transposed conv whose
+    window is the factor (2x2), or a 1x1 conv then interpolation."""
 
-    def __init__(self, in_channels: int, out_channels: int, spec: NetworkSpec, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        spec: NetworkSpec,
+        *,
+        factor: Sequence[int] | None = None,
+        rngs: nnx.Rngs,
+    ):
         self.interpolate = spec.upsample == "interpolate"
-        window = 1 if self.interpolate else 2
+        self.factor = tuple(factor) if factor else (2,) * spec.spatial_dims
+        window = (1,) * spec.spatial_dims if self.interpolate else self.factor
         layer = nnx.Conv if self.interpolate else nnx.ConvTranspose
         self.conv = layer(
             in_channels,
             out_channels,
-            (window,) * spec.spatial_dims,
-            strides=(window,) * spec.spatial_dims,
+            window,
+            strides=window,
             padding="VALID",
             dtype=spec.dtype,
             param_dtype=spec.param_dtype,
@@ -164,33 +198,43 @@ class LearnedUpsample(nnx.Module):
             return backend.transposed_conv(self.conv, x)
         x = self.conv(x)
         # The 1x1 conv commutes with linear interpolation: convolving first is 2^d times cheaper.
-        return interpolate(x, 2)
+        return interpolate(x, self.factor)
 
 
-def upsample_nearest(x: jax.Array) -> jax.Array:
-    """x2 nearest-neighbour up-sampling of the spatial axes (torch's `interpolate(..., 2)`)."""
-    for axis in range(1, x.ndim - 1):
-        x = jnp.repeat(x, 2, axis=axis)
+def _per_axis(x: jax.Array, factor: int | Sequence[int]) -> tuple[int, ...]:
+    return (factor,) * (x.ndim - 2) if isinstance(factor, int) else tuple(factor)
+
+
+def upsample_nearest(x: jax.Array, factor: int | Sequence[int] = 2) -> jax.Array:
+    """Nearest-neighbour up-sampling of the spatial axes by `factor` (an int: every axis;
+    torch's `interpolate(..., 2)`)."""
+    for axis, f in enumerate(_per_axis(x, factor), start=1):
+        if f > 1:
+            x = jnp.repeat(x, f, axis=axis)
     return x
 
 
-def interpolate(x: jax.Array, factor: int) -> jax.Array:
-    """Linear (bi/trilinear) up-sampling of the spatial axes by `factor`, half-pixel centres."""
-    shape = (x.shape[0], *(size * factor for size in x.shape[1:-1]), x.shape[-1])
+def interpolate(x: jax.Array, factor: int | Sequence[int]) -> jax.Array:
+    """Linear (bi/trilinear) up-sampling of the spatial axes by `factor` (an int: every axis),
+    half-pixel centres."""
+    factors = _per_axis(x, factor)
+    shape = (x.shape[0], *(s * f for s, f in zip(x.shape[1:-1], factors, strict=True)), x.shape[-1])
     return jax.image.resize(x, shape, method="linear")
 
 
-def max_pool(x: jax.Array, factor: int) -> jax.Array:
-    """Max over non-overlapping `factor`^d windows (channels-last; spatial sizes divisible by it).
+def max_pool(x: jax.Array, factor: int | Sequence[int]) -> jax.Array:
+    """Max over non-overlapping windows of `factor` per axis (an int: every axis; channels-last;
+    spatial sizes divisible by it).
 
     The same numbers as `nnx.max_pool` forward and backward, ties included: the gradient of a
     window goes to its first maximum in row-major order (`conv_kernels.max_pool`). Ties are
     common here, not rare: a conv fed an all-zero region gives one constant, which batch norm
     and ReLU can keep positive.
     """
-    for size in x.shape[1:-1]:
-        if size % factor:
+    factors = _per_axis(x, factor)
+    for size, f in zip(x.shape[1:-1], factors, strict=True):
+        if size % f:
             raise ValueError(
-                f"max_pool: spatial size {size} of shape {x.shape} is not divisible by {factor}"
+                f"max_pool: spatial size {size} of shape {x.shape} is not divisible by {f}"
             )
-    return backend.max_pool(x, factor)
+    return backend.max_pool(x, factors)

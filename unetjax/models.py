@@ -80,6 +80,8 @@ def spec_from_config(model_config: Mapping[str, Any]) -> NetworkSpec:
         upsample=model_config["upsample"],
         cat_channels=model_config["cat_channels"],
         output_activation=model_config["output_activation"],
+        strides=model_config.get("strides"),
+        kernels=model_config.get("kernels"),
         dtype=DTYPES[model_config["dtype"]],
     )
 

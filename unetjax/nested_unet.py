@@ -55,26 +55,28 @@ class DoubleConvNode(nnx.Module):
     ):
         width = channels[node.name]
         self.nearest = spec.upsample == "nearest"
+        self.scales = tuple(edge_scale(node, edge, spec) for edge in node.inputs)
         self.upsamplers = nnx.Dict()
         in_channels = 0
-        for edge in node.inputs:
+        for edge, scale in zip(node.inputs, self.scales, strict=True):
             if edge.resample is Resample.UP and not self.nearest:
                 self.upsamplers[edge.source] = LearnedUpsample(
-                    channels[edge.source], width, spec, rngs=rngs
+                    channels[edge.source], width, spec, factor=scale, rngs=rngs
                 )
                 in_channels += width
             else:
                 in_channels += channels[edge.source]
-        self.conv1 = ConvNormAct(in_channels, width, spec, rngs=rngs)
-        self.conv2 = ConvNormAct(width, width, spec, rngs=rngs)
+        kernel = spec.kernel(node.level)
+        self.conv1 = ConvNormAct(in_channels, width, spec, kernel_size=kernel, rngs=rngs)
+        self.conv2 = ConvNormAct(width, width, spec, kernel_size=kernel, rngs=rngs)
 
     def __call__(self, inputs: list[tuple[graph_lib.Edge, jax.Array]], *, train: bool) -> jax.Array:
         resampled = []
-        for edge, x in inputs:
+        for (edge, x), scale in zip(inputs, self.scales, strict=True):
             if edge.resample is Resample.UP:
-                x = upsample_nearest(x) if self.nearest else self.upsamplers[edge.source](x)
+                x = upsample_nearest(x, scale) if self.nearest else self.upsamplers[edge.source](x)
             else:
-                x = resample_fixed(edge, x)
+                x = resample_fixed(edge, x, scale)
             resampled.append(x)
         # conv1 of the list: the concatenation's convolution without the concatenation.
         return self.conv2(self.conv1(resampled, train=train), train=train)
@@ -91,31 +93,48 @@ class FullScaleNode(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
+        kernel = spec.kernel(node.level)
+        self.scales = tuple(edge_scale(node, edge, spec) for edge in node.inputs)
         self.branches = nnx.List(
             [
-                ConvNormAct(channels[edge.source], spec.cat_channels, spec, rngs=rngs)
+                ConvNormAct(
+                    channels[edge.source], spec.cat_channels, spec, kernel_size=kernel, rngs=rngs
+                )
                 for edge in node.inputs
             ]
         )
         width = spec.cat_channels * len(node.inputs)
-        self.fuse = ConvNormAct(width, width, spec, rngs=rngs)
+        self.fuse = ConvNormAct(width, width, spec, kernel_size=kernel, rngs=rngs)
 
     def __call__(self, inputs: list[tuple[graph_lib.Edge, jax.Array]], *, train: bool) -> jax.Array:
         branches = [
-            branch(resample_fixed(edge, x), train=train)
-            for branch, (edge, x) in zip(self.branches, inputs, strict=True)
+            branch(resample_fixed(edge, x, scale), train=train)
+            for branch, (edge, x), scale in zip(self.branches, inputs, self.scales, strict=True)
         ]
         return self.fuse(jnp.concatenate(branches, axis=-1), train=train)
 
 
-def resample_fixed(edge: graph_lib.Edge, x: jax.Array) -> jax.Array:
-    """The parameter-free resamplings: identity, max-pool, interpolation."""
+def edge_scale(node: graph_lib.Node, edge: graph_lib.Edge, spec: NetworkSpec) -> tuple[int, ...]:
+    """Per axis, the factor `edge` resamples by: the graph's `factor` is 2^(levels crossed), and
+    the strides between those levels make it per axis (`spec.scale`)."""
+    crossed = edge.factor.bit_length() - 1
+    if edge.resample is Resample.POOL:
+        return spec.scale(node.level - crossed, node.level)
+    return spec.scale(node.level, node.level + crossed)
+
+
+def resample_fixed(
+    edge: graph_lib.Edge, x: jax.Array, scale: Sequence[int] | None = None
+) -> jax.Array:
+    """The parameter-free resamplings: identity, max-pool, interpolation (by `scale` per axis,
+    default the edge's factor on every axis)."""
+    factor = edge.factor if scale is None else tuple(scale)
     if edge.resample is Resample.IDENTITY:
         return x
     if edge.resample is Resample.POOL:
-        return max_pool(x, edge.factor)
+        return max_pool(x, factor)
     if edge.resample is Resample.INTERPOLATE:
-        return interpolate(x, edge.factor)
+        return interpolate(x, factor)
     raise ValueError(f"{edge.resample} needs parameters; the node owns it")
 
 
@@ -125,7 +144,8 @@ class SegmentationHead(nnx.Module):
     def __init__(
         self, head: graph_lib.Head, in_channels: int, spec: NetworkSpec, *, rngs: nnx.Rngs
     ):
-        self.factor = head.factor
+        # A head's factor is 2^(its level): per axis, the strides above that level.
+        self.factor = spec.scale(0, head.factor.bit_length() - 1)
         self.conv = nnx.Conv(
             in_channels,
             spec.num_classes,
@@ -138,7 +158,7 @@ class SegmentationHead(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
-        if self.factor > 1:
+        if any(f > 1 for f in self.factor):
             x = interpolate(x, self.factor)
         return x.astype(jnp.float32)
 
@@ -250,16 +270,17 @@ def check_layout(shape: Sequence[int], spec: NetworkSpec, *, batched: bool = Tru
 
 
 def check_input_shape(shape: Sequence[int], spec: NetworkSpec, depth: int) -> None:
-    """`check_layout`, and spatial sizes divisible by 2^depth (the error names the nearest)."""
+    """`check_layout`, and spatial sizes divisible by `spec.divisor(depth)` (2^depth without
+    per-axis strides; the error names the nearest)."""
     check_layout(shape, spec)
-    multiple = 2**depth
-    for size in shape[1:-1]:
+    for size, multiple in zip(shape[1:-1], spec.divisor(depth), strict=True):
         if size % multiple:
             lower, upper = (size // multiple) * multiple, (size // multiple + 1) * multiple
             nearest = f"{lower} or {upper}" if lower else f"{upper}"
+            what = f"2^{depth} = {multiple}" if spec.strides is None else f"{multiple} (strides)"
             raise ValueError(
-                f"input shape {tuple(shape)}: spatial size {size} is not divisible by 2^{depth} = "
-                f"{multiple}; use {nearest}, or pad (overlap-tile inference handles any size)"
+                f"input shape {tuple(shape)}: spatial size {size} is not divisible by {what}; "
+                f"use {nearest}, or pad (overlap-tile inference handles any size)"
             )
 
 

@@ -139,7 +139,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     )
 
     model = models.from_config(config.model, seed=config.seed, pretrained=True)
-    head_depths, graph_depth = model.head_depths, model.graph.depth
+    head_depths, align = model.head_depths, model.spec.divisor(model.graph.depth)
     names.check_best_metric(train_config.best_metric, head_depths)
     optimizer, schedule = optim.make_optimizer(config.optimizer, train_config.num_steps)
     graphdef, state = steps.create_train_state(model, optimizer)
@@ -159,7 +159,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
     )
-    validation = validation_evaluator(config, dataset, graphdef, head_depths, 2**graph_depth)
+    validation = validation_evaluator(config, dataset, graphdef, head_depths, align)
 
     train_iter = data.train_iterator(
         dataset,
@@ -205,7 +205,7 @@ def validation_evaluator(
     dataset: data.Dataset,
     graphdef,
     head_depths: tuple[int, ...],
-    align: int,
+    align: tuple[int, ...],
     **options,
 ) -> evaluator.Evaluator:
     """Every head and accurate mode on the validation split, as `evaluate` scores them.

@@ -118,7 +118,8 @@ def main(argv: list[str]) -> int:
         sidecar = artifact.export_stablehlo(
             predictor, args.output, threshold=threshold, labels=args.labels, platforms=platforms
         )
-        shape = f"any batch, spatial sizes multiples of {predictor.align}, for {platforms}"
+        multiple = artifact_runner.align_text(predictor.align)
+        shape = f"any batch, spatial sizes multiples of {multiple}, for {platforms}"
     else:
         image_size = args.image_size or _default_image_size(args.model, predictor)
         try:

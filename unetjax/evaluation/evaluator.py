@@ -8,8 +8,8 @@ metric rows where asked, and the first cases with their predictions (overlays, t
 
 Two ways to see a split, chosen by `Dataset.scored_at_full_size(split)` (or a tile asked for):
 - `BatchedEvaluator`: stacked batches (images of one size, or centre crops), sharded over the
-  devices; network, loss and counts in one jit call. A size that is not a multiple of 2^D is
-  mirror-padded and cropped back, as `predict` does.
+  devices; network, loss and counts in one jit call. A size that is not a multiple of 2^D (per
+  axis, with per-axis pooling) is mirror-padded and cropped back, as `predict` does.
 - `FullSizeEvaluator`: one whole image at a time, predicted exactly as `predict` predicts it
   (`tiling.predict_image`: padded to 2^D and cropped back, overlap-tiled in fixed-shape tiles),
   then scored on the host. The loss is computed on the blended probabilities (as logits), so it is
@@ -50,14 +50,15 @@ class Network:
         training; none for a pruned predictor, whose settings have no loss).
       settings: the S (depth, mode) pairs of the probabilities' settings axis, in order.
       output_activation: "sigmoid" or "softmax".
-      align: spatial sizes the network takes are multiples of this (2^D).
+      align: per axis, spatial sizes the network takes are multiples of this (2^D, or the
+        product of the axis's strides).
       num_losses: how many of the first settings get a loss.
     """
 
     forward: Forward
     settings: tuple[Setting, ...]
     output_activation: str
-    align: int
+    align: tuple[int, ...]
     num_losses: int = 0
 
 
@@ -313,7 +314,7 @@ class BatchedEvaluator(Evaluator):
         return np.asarray(probabilities)[(slice(None), *map(slice, images.shape[1:-1]))]
 
 
-def _pad_batch(images: np.ndarray, align: int) -> np.ndarray:
+def _pad_batch(images: np.ndarray, align: tuple[int, ...]) -> np.ndarray:
     """Images (B, *spatial, C) mirror-padded at their end to a multiple of `align`."""
     return np.stack([tiling.pad_to_multiple(image, align)[0] for image in images])
 

@@ -29,7 +29,7 @@ def _predict_fn(predictor: inference.Predictor, tile) -> Callable[[np.ndarray], 
     """(B, *spatial, C) -> probabilities, for any spatial size, as the evaluator predicts it."""
 
     def predict(images: np.ndarray) -> np.ndarray:
-        aligned = all(s % predictor.align == 0 for s in images.shape[1:-1])
+        aligned = all(s % a == 0 for s, a in zip(images.shape[1:-1], predictor.align, strict=True))
         if tile is None and aligned and len(images) > 1:
             return predictor.predict_batch(images)
         return np.stack(

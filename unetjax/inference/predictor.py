@@ -79,9 +79,10 @@ class Predictor:
         self._forward = backend.jit(self.network_function(), static_argnames=("flips",))
 
     @property
-    def align(self) -> int:
-        """Spatial sizes the network takes are multiples of this (2^D, D the full depth)."""
-        return 2**self.full_depth
+    def align(self) -> tuple[int, ...]:
+        """Per axis, spatial sizes the network takes are multiples of this (2^D, D the full
+        depth; with per-axis pooling, the product of the axis's strides)."""
+        return self.spec.divisor(self.full_depth)
 
     @property
     def default_tile(self) -> list[int] | None:

@@ -1,8 +1,9 @@
 """Overlap-tile inference (U-Net paper, section 2) for images and volumes of any size.
 
 Plain numpy around a batched `predict_fn`; the same code runs 2D and 3D. The image is first
-mirror-padded at its end to a multiple of `align` (2^D for a network of depth D), as a direct
-prediction is, and every tile starts at a multiple of `align`. Max-pooling then sees the same grid
+mirror-padded at its end to a multiple of `align` (2^D for a network of depth D; per axis, the
+product of its strides, with per-axis pooling), as a direct prediction is, and every tile starts
+at a multiple of `align`. Max-pooling then sees the same grid
 in a tile as in the whole image, so away from tile borders a tile predicts exactly what the whole
 image would; near tile borders the convolutions' zero padding differs, and blending with a window
 that falls off towards the tile border (Gaussian, as in nnU-Net) hides it. An image that fits one
@@ -63,21 +64,31 @@ def bucket_size(size: int, align: int) -> int:
     return round_up(round_up(size, step), align)
 
 
-def pad_to_bucket(image: np.ndarray, align: int) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Mirror-pads (*spatial, C) at its end to `bucket_size` per axis; returns the crop too."""
+def pad_to_bucket(
+    image: np.ndarray, align: int | Sequence[int]
+) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Mirror-pads (*spatial, C) at its end to `bucket_size` per axis (`align` an int or one
+    per axis); returns the crop too."""
     spatial = image.shape[:-1]
-    padding = [(0, bucket_size(size, align) - size) for size in spatial] + [(0, 0)]
+    aligns = _per_axis(align, len(spatial), "align")
+    padding = [(0, bucket_size(s, a) - s) for s, a in zip(spatial, aligns, strict=True)]
+    padding += [(0, 0)]
     crop = tuple(slice(0, size) for size in spatial)
     return (_mirror_pad(image, padding) if any(a for _, a in padding) else image), crop
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Mirror-pads the spatial axes of (*spatial, C) at their end to a multiple of `multiple`.
+def pad_to_multiple(
+    image: np.ndarray, multiple: int | Sequence[int]
+) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Mirror-pads the spatial axes of (*spatial, C) at their end to a multiple of `multiple`
+    (an int, or one per axis).
 
     Returns the padded image and the slices that crop a prediction back to the input's size.
     """
     spatial = image.shape[:-1]
-    padding = [(0, round_up(size, multiple) - size) for size in spatial] + [(0, 0)]
+    multiples = _per_axis(multiple, len(spatial), "align")
+    padding = [(0, round_up(s, m) - s) for s, m in zip(spatial, multiples, strict=True)]
+    padding += [(0, 0)]
     crop = tuple(slice(0, size) for size in spatial)
     if not any(after for _, after in padding):
         return image, crop
@@ -160,7 +171,7 @@ def predict_tiled(
     *,
     tile: int | Sequence[int],
     overlap: int | Sequence[int] = 0,
-    align: int = 1,
+    align: int | Sequence[int] = 1,
     blend: str = "gaussian",
     batch_size: int = 4,
     border: int = 0,
@@ -171,7 +182,7 @@ def predict_tiled(
     predict_fn: (batch, *tile_shape, C) -> (batch, *tile_shape, K); it is always called with
       `batch_size` tiles (the last batch is filled up by repeating a tile), so a jit-compiled
       function compiles once.
-    tile, overlap: per spatial axis (an int applies to every axis). Tiles are rounded up to a
+    tile, overlap, align: per spatial axis (an int applies to every axis). Tiles are rounded up to a
       multiple of `align` and shrunk to the (padded) image where it is smaller; overlaps are
       capped at tile - align (tiles start on multiples of `align`).
     border: pixels of mirrored context added on every side before tiling (U-Net paper).
@@ -182,22 +193,25 @@ def predict_tiled(
     spatial_dims = image.ndim - 1
     tile_shape = _per_axis(tile, spatial_dims, "tile")
     overlaps = _per_axis(overlap, spatial_dims, "overlap")
+    aligns = _per_axis(align, spatial_dims, "align")
     if border:
         image = _mirror_pad(image, [(border, border)] * spatial_dims + [(0, 0)])
     padded, crop = pad_to_multiple(image, align)
     if fixed_shape and any(s < t for s, t in zip(padded.shape[:-1], tile_shape, strict=True)):
         target = [
-            max(round_up(s, align), round_up(t, align))
-            for s, t in zip(image.shape[:-1], tile_shape, strict=True)
+            max(round_up(s, a), round_up(t, a))
+            for s, t, a in zip(image.shape[:-1], tile_shape, aligns, strict=True)
         ]
         padded = _mirror_pad(
             image, [(0, t - s) for t, s in zip(target, image.shape[:-1], strict=True)] + [(0, 0)]
         )
     size = padded.shape[:-1]
-    tile_shape = tuple(min(round_up(t, align), s) for t, s in zip(tile_shape, size, strict=True))
+    tile_shape = tuple(
+        min(round_up(t, a), s) for t, s, a in zip(tile_shape, size, aligns, strict=True)
+    )
     starts_per_axis = [
-        tile_starts(s, t, min(o, t - align), align)
-        for s, t, o in zip(size, tile_shape, overlaps, strict=True)
+        tile_starts(s, t, min(o, t - a), a)
+        for s, t, o, a in zip(size, tile_shape, overlaps, aligns, strict=True)
     ]
     if all(len(starts) == 1 for starts in starts_per_axis):
         prediction = np.asarray(predict_fn(padded[None]))[0]
@@ -216,7 +230,7 @@ def predict_with_options(
     image: np.ndarray,
     options: TileOptions,
     *,
-    align: int,
+    align: int | Sequence[int],
     fixed_shape: bool = False,
 ) -> np.ndarray:
     """`predict_tiled` with the settings of a `TileOptions` (the predictor's and the artifact
@@ -239,7 +253,7 @@ def predict_image(
     image: np.ndarray,
     tile: TileOptions | None,
     *,
-    align: int,
+    align: int | Sequence[int],
     bucket: bool = False,
 ) -> np.ndarray:
     """Probabilities (*spatial, K) of one image (*spatial, C) of any size, as `predict` gives

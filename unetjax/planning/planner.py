@@ -32,9 +32,6 @@ MIN_PATCH_EDGE = 2 * topology.MIN_EDGE
 # few hundred steps of nnU-Net's 32-wide network, too few to converge.
 TARGET_STEPS = 1000
 MIN_BASE_FILTERS = 8
-# The graph pools every axis at every level: per-axis strides are planned and recorded but the
-# model runs the isotropic version (`topology.isotropic`) until the architectures support them.
-PER_AXIS_POOLING = False
 
 # The train step is measured with Adam, whose two moments per parameter bound SGD's one.
 MEASURE_OPTIMIZER = ml_collections.ConfigDict(
@@ -90,6 +87,9 @@ def model_config(
     config.update(
         depth=shape.depth,
         filters=topology.filters(shape.depth, fp["spatial_dims"]),
+        # Per-axis pooling, as lists of lists: what the plan's JSON holds.
+        strides=[list(s) for s in shape.strides],
+        kernels=[list(k) for k in shape.kernels],
         base_filters=None,
         spatial_dims=fp["spatial_dims"],
         in_channels=len(fp["channels"]),
@@ -97,12 +97,6 @@ def model_config(
         output_activation=activation,
     )
     return config
-
-
-def _topology(spacing, patch) -> tuple[topology.Topology, topology.Topology]:
-    """(nnU-Net's per-axis topology, the one the model runs)."""
-    planned = topology.pooling(spacing, patch)
-    return planned, planned if PER_AXIS_POOLING else topology.isotropic(planned)
 
 
 def _shrink(patch: list[int], median, divisor) -> bool:
@@ -117,25 +111,25 @@ def _shrink(patch: list[int], median, divisor) -> bool:
     return False
 
 
-def shrink_sequence(spacing, median) -> list[tuple[topology.Topology, topology.Topology]]:
-    """Every candidate from the initial patch down to the smallest, one shrink step apart:
-    (the per-axis topology, the one the model runs) for each. As in nnU-Net, the padded patch
-    shrinks by the divisor of the axis and is padded again for its new topology."""
-    sequence = [_topology(spacing, topology.initial_patch(spacing, median))]
+def shrink_sequence(spacing, median) -> list[topology.Topology]:
+    """Every candidate from the initial patch down to the smallest, one shrink step apart, each
+    with its per-axis pooling. As in nnU-Net, the padded patch shrinks by the divisor of the
+    axis and is padded again for its new topology."""
+    sequence = [topology.pooling(spacing, topology.initial_patch(spacing, median))]
     while True:
-        planned = sequence[-1][0]
+        planned = sequence[-1]
         patch = list(planned.patch)
         if not _shrink(patch, median, planned.divisor):
             return sequence
-        candidate = _topology(spacing, patch)
-        if candidate[0].patch == planned.patch:
+        candidate = topology.pooling(spacing, patch)
+        if candidate.patch == planned.patch:
             return sequence  # padding undid the step: nothing smaller to try
         sequence.append(candidate)
 
 
 def fit_patch(
     fp: dict, budget: Budget, base: ml_collections.ConfigDict, optimizer, peak: PeakFn
-) -> tuple[topology.Topology, topology.Topology, int, list[str]]:
+) -> tuple[topology.Topology, int, list[str]]:
     """The largest candidate patch (nnU-Net's shrink order) whose step fits at batch 2, its
     measured peak and the patches measured. Memory falls along the candidates, so a jump sized
     by the first measurement, then bisection, needs a few compiles rather than one per step."""
@@ -145,7 +139,7 @@ def fit_patch(
 
     def used(index: int) -> int:
         if index not in measured:
-            shape = sequence[index][1]
+            shape = sequence[index]
             config = model_config(base, fp, shape)
             measured[index] = peak(config, optimizer, MIN_BATCH, shape.patch)
             tried.append(f"{_shape(shape.patch)}: {gigabytes(measured[index])}")
@@ -159,7 +153,7 @@ def fit_patch(
             break
         too_big = index
         if index == len(sequence) - 1:
-            shape = sequence[index][1]
+            shape = sequence[index]
             raise PlanError(
                 f"a memory budget of {gigabytes(budget.memory_bytes)} ({budget.memory_source}) "
                 f"is too small: the smallest sensible network (patch {_shape(shape.patch)}, "
@@ -178,12 +172,11 @@ def fit_patch(
             fits = middle
         else:
             too_big = middle
-    planned, shape = sequence[fits]
-    return planned, shape, used(fits), tried
+    return sequence[fits], used(fits), tried
 
 
-def _voxels(candidate: tuple[topology.Topology, topology.Topology]) -> int:
-    return math.prod(candidate[1].patch)
+def _voxels(candidate: topology.Topology) -> int:
+    return math.prod(candidate.patch)
 
 
 def fit_batch(
@@ -262,7 +255,7 @@ def make_plan(
         )
     base_model = ml_collections.ConfigDict(base_model.to_dict())
     base_model.norm = "instance"
-    planned, shape, used, tried = fit_patch(fp, budget, base_model, MEASURE_OPTIMIZER, peak)
+    shape, used, tried = fit_patch(fp, budget, base_model, MEASURE_OPTIMIZER, peak)
     model = model_config(base_model, fp, shape)
     batch, used, batch_why = fit_batch(
         fp, budget, model, MEASURE_OPTIMIZER, shape.patch, used, peak
@@ -288,6 +281,8 @@ def make_plan(
         **augment_fields,
         "model.norm": "instance",
         "model.depth": shape.depth,
+        "model.strides": [list(s) for s in shape.strides],
+        "model.kernels": [list(k) for k in shape.kernels],
         "model.filters": tuple(model.filters),
         "model.base_filters": None,
         "train.batch_size": batch,
@@ -298,7 +293,7 @@ def make_plan(
         "train.log_every": max(1, min(50, eval_every // 5)),
         **optimiser_fields,
     }
-    per_axis = " ".join("(" + ",".join(map(str, s)) + ")" for s in planned.strides)
+    per_axis = " ".join("(" + ",".join(map(str, s)) + ")" for s in shape.strides)
     reasons = {
         "target spacing": f"{_mm(spacing)}: the median spacing of {fp['num_cases']} cases "
         "(with nnU-Net's exception for strongly anisotropic data)",
@@ -311,13 +306,9 @@ def make_plan(
             if smaller
             else ""
         ),
-        "pooling": f"nnU-Net's per-axis strides {per_axis} (depth {planned.depth})"
-        + (
-            ""
-            if PER_AXIS_POOLING
-            else f"; the model pools every axis at each of {shape.depth} levels (per-axis "
-            "strides are not in the graph yet)"
-        ),
+        "pooling": f"nnU-Net's per-axis strides {per_axis}, in the model (model.strides, "
+        "model.kernels): a coarse axis waits, unpooled and with kernel 1, until the others "
+        "have caught up",
         "depth": f"{shape.depth}: pooling until the bottleneck edge is about "
         f"{topology.MIN_EDGE} voxels",
         "filters": f"{tuple(model.filters)}: doubling per level, capped at "
@@ -341,8 +332,6 @@ def make_plan(
         "architecture": base_model.architecture,
         "config": config,
         "reasons": reasons,
-        "strides": [list(s) for s in planned.strides],
-        "kernels": [list(k) for k in planned.kernels],
         "predicted_peak_bytes": used,
         "measured_model": model.to_dict(),
         "seconds_per_step": seconds,

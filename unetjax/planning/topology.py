@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unetjax import scales
+
 MIN_EDGE = 4
 BASE_FILTERS = 32
 MAX_FILTERS = {2: 512, 3: 320}
@@ -47,12 +49,8 @@ class Topology:
         return len(self.strides)
 
     @property
-    def pools_per_axis(self) -> tuple[int, ...]:
-        return tuple(sum(s[a] == 2 for s in self.strides) for a in range(len(self.patch)))
-
-    @property
     def divisor(self) -> tuple[int, ...]:
-        return tuple(2**p for p in self.pools_per_axis)
+        return scales.divisor(self.strides, self.depth, len(self.patch))
 
 
 def initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) -> tuple[int, ...]:
@@ -88,18 +86,11 @@ def pooling(spacing: Sequence[float], patch: Sequence[int], min_edge: int = MIN_
             current_spacing[a] *= 2
             size[a] = math.ceil(size[a] / 2)
     kernels.append(tuple(kernel))
-    pools = [sum(s[a] == 2 for s in strides) for a in range(dims)]
-    padded = tuple(math.ceil(p / 2**n) * 2**n for p, n in zip(patch, pools, strict=True))
+    if not strides:  # too small to pool by the rules; a network needs one level: pool all axes
+        strides, kernels = [(2,) * dims], [tuple(kernel)] * 2
+    divisor = scales.divisor(tuple(strides), len(strides), dims)
+    padded = tuple(math.ceil(p / d) * d for p, d in zip(patch, divisor, strict=True))
     return Topology(padded, tuple(strides), tuple(kernels))
-
-
-def isotropic(topology: Topology) -> Topology:
-    """The same patch pooled on every axis at each of min(pools per axis) levels: what a model
-    without per-axis strides can run (each axis still divisible by 2^depth)."""
-    depth = max(1, min(topology.pools_per_axis))
-    dims = len(topology.patch)
-    patch = tuple(math.ceil(p / 2**depth) * 2**depth for p in topology.patch)
-    return Topology(patch, ((2,) * dims,) * depth, ((3,) * dims,) * (depth + 1))
 
 
 def filters(depth: int, spatial_dims: int, base: int = BASE_FILTERS) -> tuple[int, ...]:

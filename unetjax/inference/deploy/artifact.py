@@ -6,8 +6,9 @@ baked in as constants (only the L-subgraph's), probabilities behind and, optiona
 labels (threshold or argmax). Running it needs only its runtime (`artifact_runner`, or the
 deployer snippet in docs/inference.md).
 
-StableHLO (`jax.export`): symbolic batch and spatial sizes, the latter multiples of 2^D, so one
-file serves every image size; lowered for several platforms (CPU and CUDA by default).
+StableHLO (`jax.export`): symbolic batch and spatial sizes, the latter multiples of 2^D (per
+axis with `model.strides`), so one file serves every image size; lowered for several
+platforms (CPU and CUDA by default).
 ONNX (jax2onnx): a symbolic batch and a fixed spatial size. jax2onnx 0.17 cannot keep spatial
 sizes symbolic through this network (its `nnx.max_pool` rule leaves a symbolic length
 unpooled, and the concatenation after it then fails); another size is another export.
@@ -89,7 +90,7 @@ def export_stablehlo(
     )
     spatial = ("d", "h", "w")[-predictor.spec.spatial_dims :]
     shape = jax.export.symbolic_shape(
-        ", ".join(["b", *(f"{predictor.align}*{axis}" for axis in spatial)])
+        ", ".join(["b", *(f"{a}*{axis}" for a, axis in zip(predictor.align, spatial, strict=True))])
         + f", {predictor.spec.in_channels}"
     )
     exported = jax.export.export(
@@ -102,7 +103,7 @@ def export_stablehlo(
         predictor,
         path,
         "stablehlo",
-        spatial_size={"multiple_of": predictor.align},
+        spatial_size={"multiple_of": multiple_of(predictor.align)},
         normalization=normalization,
         threshold=threshold,
         labels=labels,
@@ -176,16 +177,26 @@ def export_onnx(
     )
 
 
-def check_spatial_shape(shape: Sequence[int], spatial_dims: int, align: int) -> tuple[int, ...]:
-    """`shape` as a tuple of `spatial_dims` positive multiples of `align`, or a ValueError."""
+def multiple_of(align: Sequence[int]) -> int | list[int]:
+    """The sidecar's `multiple_of`: one int when every axis has the same (as before per-axis
+    pooling), else one per axis."""
+    return int(align[0]) if len(set(align)) == 1 else [int(a) for a in align]
+
+
+def check_spatial_shape(
+    shape: Sequence[int], spatial_dims: int, align: Sequence[int]
+) -> tuple[int, ...]:
+    """`shape` as a tuple of `spatial_dims` positive multiples of `align` (per axis), or a
+    ValueError."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != spatial_dims:
         raise ValueError(f"image size {shape}: a {spatial_dims}D model needs {spatial_dims} sizes")
-    bad = [s for s in shape if s < 1 or s % align]
+    bad = [s for s, a in zip(shape, align, strict=True) if s < 1 or s % a]
     if bad:
+        what = f"2^D = {align[0]}" if len(set(align)) == 1 else f"{tuple(align)} per axis"
+        nearest = tuple(max(a, -(-s // a) * a) for s, a in zip(shape, align, strict=True))
         raise ValueError(
-            f"image size {shape}: every size must be a positive multiple of 2^D = {align} "
-            f"(e.g. {tuple(max(align, -(-s // align) * align) for s in shape)})"
+            f"image size {shape}: every size must be a positive multiple of {what} (e.g. {nearest})"
         )
     return shape
 
@@ -198,7 +209,7 @@ def verify(
     from unetjax.inference.deploy import artifact_runner
 
     runner = artifact_runner.load_artifact(path)
-    shape = runner.fixed_shape or (predictor.align,) * predictor.spec.spatial_dims
+    shape = runner.fixed_shape or predictor.align
     images = np.random.default_rng(0).random((2, *shape, predictor.spec.in_channels), np.float32)
     difference = float(
         np.max(np.abs(runner.predict_batch(images) - _reference(predictor, images, runner)))
@@ -289,6 +300,10 @@ def _finish(
             "architecture": config.model.get("architecture"),
             "depth": predictor.depth,
             "full_depth": predictor.full_depth,
+            # Per-axis pooling (None: every axis by 2 per level); the runner's alignment.
+            "strides": None
+            if predictor.spec.strides is None
+            else [list(s) for s in predictor.spec.strides],
             "mode": predictor.mode,
             "parameters": predictor.num_params,
             "step": predictor.step,

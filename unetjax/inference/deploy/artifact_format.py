@@ -11,11 +11,14 @@ Sidecar fields (format_version 1):
   input             {name, layout ("NHWC" / "NDHWC"), dtype, channels, value_range, color_mode,
                      resize (the training's data.resize, applied by the caller before the
                      artifact, predictions resized back; null: none), spatial_dims,
-                     batch ("any"), spatial_size: {"multiple_of": 2^D} or {"fixed": [..]}}
+                     batch ("any"), spatial_size: {"multiple_of": 2^D, or one per axis
+                     with per-axis pooling} or {"fixed": [..]}}
   normalization     {kind, mean, std}: applied inside the artifact, before the network
   output            {names, activation ("sigmoid" / "softmax"), classes, layout, threshold,
                      labels: how the optional "labels" output is formed, or null}
-  model             {architecture, depth (L), full_depth (D), mode, parameters, step, source}
+  model             {architecture, depth (L), full_depth (D), strides (per-axis pooling, or
+                     null: every axis by 2; absent in older sidecars), mode, parameters, step,
+                     source}
   config_sha256     SHA-256 of the training config as canonical JSON (`config_sha256`)
   runtime           stablehlo: {platforms, jax}; onnx: {opset, jax2onnx, onnx}
 """

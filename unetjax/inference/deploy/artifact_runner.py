@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from unetjax import scales
 from unetjax.inference import preprocessing, tiling
 from unetjax.inference.deploy import artifact_format
 from unetjax.inference.postprocess import postprocess as labels_from_probabilities
@@ -26,6 +27,11 @@ from unetjax.inference.tiling import TileOptions
 from unetjax.inference.tta import flip_sets, mean_over_flips
 
 logger = logging.getLogger(__name__)
+
+
+def align_text(align: Sequence[int]) -> str:
+    """What input sizes are multiples of: "2^D = 16", or per axis "(4, 16, 16) per axis"."""
+    return f"2^D = {align[0]}" if len(set(align)) == 1 else f"{tuple(align)} per axis"
 
 
 class ArtifactRunner:
@@ -37,7 +43,8 @@ class ArtifactRunner:
       format: "stablehlo" or "onnx".
       depth, mode, num_params, step: the pruned network it holds.
       spatial_dims, in_channels, output_activation, threshold: from the sidecar.
-      align: spatial sizes of `predict_batch` are multiples of it (2^D).
+      align: per axis, spatial sizes of `predict_batch` are multiples of it (2^D, or the
+        product of the axis's strides; sidecars older than per-axis pooling have no strides).
       fixed_shape: the one spatial shape an ONNX artifact takes; None for StableHLO.
       normalization: the preprocessing inside the artifact.
       training_resize: the training's `data.resize`, for the caller to resize images alike.
@@ -59,7 +66,12 @@ class ArtifactRunner:
         self.training_resize = inputs.get("resize")  # data.resize of the training
         self.output_activation = outputs["activation"]
         self.threshold = float(outputs["threshold"])
-        self.align = 2 ** int(model["full_depth"])
+        strides = model.get("strides")
+        self.align = scales.divisor(
+            None if strides is None else tuple(tuple(int(v) for v in s) for s in strides),
+            int(model["full_depth"]),
+            self.spatial_dims,
+        )
         fixed = inputs["spatial_size"].get("fixed")
         self.fixed_shape = tuple(int(s) for s in fixed) if fixed else None
         self.normalization = preprocessing.Normalization.from_json(sidecar["normalization"])
@@ -69,7 +81,7 @@ class ArtifactRunner:
         size = (
             "x".join(map(str, self.fixed_shape))
             if self.fixed_shape
-            else f"multiples of {self.align}"
+            else f"multiples of {align_text(self.align)}"
         )
         return (
             f"{self.format} artifact {self.path}: depth {self.depth} ({self.mode}), "
@@ -97,16 +109,14 @@ class ArtifactRunner:
                 "(ONNX artifacts have a fixed size; use predict for any size, or export "
                 "another with --image-size)"
             )
-        for size in spatial:
-            if size % self.align:
-                lower, upper = (
-                    size // self.align * self.align,
-                    (size // self.align + 1) * self.align,
-                )
+        for size, align in zip(spatial, self.align, strict=True):
+            if size % align:
+                lower, upper = size // align * align, (size // align + 1) * align
                 nearest = f"{lower} or {upper}" if lower else f"{upper}"
                 raise ValueError(
-                    f"input shape {shape}: spatial size {size} is not a multiple of 2^D = "
-                    f"{self.align}; use {nearest}, or pad (predict handles any size)"
+                    f"input shape {shape}: spatial size {size} is not a multiple of "
+                    f"{align_text(self.align)}; use {nearest}, or pad (predict handles "
+                    "any size)"
                 )
 
     def predict_batch(self, images: np.ndarray, *, tta: bool = False) -> np.ndarray:
