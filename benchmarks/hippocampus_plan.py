@@ -18,14 +18,16 @@ reported, not charged, as a plan is made once per dataset and machine):
          off) at the plan's patch and batch, Adam 3e-3, Dice + cross-entropy, batches from the
          same unetjax pipeline.
 unetjax arms are scored by `evaluate.py --split validation` (Dice per class, HD95, per head and
-for the accurate mode, bootstrap CIs in summary.json); the MONAI arm by the same per-case Dice and
-`evaluation.surface.hd95` on the same validation crops. Writes <workdir>/results.json and prints
-a markdown table. Needs a quiet machine: the arms are compared at equal wall-clock time.
+for the accurate mode, bootstrap CIs in summary.json, per case in per_case.csv); the MONAI arm
+by the same Dice and `evaluation.surface.hd95` on the same validation crops, kept per case, with
+the same bootstrap CIs. Writes <workdir>/results.json and prints it. Needs a quiet machine: the
+arms are compared at equal wall-clock time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import signal
@@ -167,7 +169,7 @@ def monai_arm(args) -> dict:
     from monai.networks.nets import BasicUNetPlusPlus
 
     from unetjax import data
-    from unetjax.evaluation import surface
+    from unetjax.evaluation import statistics, surface
 
     config = ml_collections.ConfigDict(
         json.loads((args.workdir / "plan" / "config.json").read_text())
@@ -207,10 +209,22 @@ def monai_arm(args) -> dict:
                 scores[name]["dice"].append(2 * (p & r).sum() / max(p.sum() + r.sum(), 1))
                 scores[name]["hd95"].append(surface.hd95(p, r, config.data.target_spacing))
     summary = {
-        name: {metric: float(np.nanmean(values)) for metric, values in per.items()}
+        name: {
+            metric: dataclasses.asdict(statistics.summarize(values))
+            for metric, values in per.items()
+        }
         for name, per in scores.items()
     }
-    return {"train_seconds": time.time() - start, "steps": steps, "summary": summary}
+    per_case = {
+        name: {metric: [float(v) for v in values] for metric, values in per.items()}
+        for name, per in scores.items()
+    }
+    return {
+        "train_seconds": time.time() - start,
+        "steps": steps,
+        "summary": summary,
+        "per_case": per_case,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
