@@ -20,8 +20,9 @@ reported, not charged, as a plan is made once per dataset and machine):
 unetjax arms are scored by `evaluate.py --split validation` (Dice per class, HD95, per head and
 for the accurate mode, bootstrap CIs in summary.json, per case in per_case.csv); the MONAI arm
 by the same Dice and `evaluation.surface.hd95` on the same validation crops, kept per case, with
-the same bootstrap CIs. Writes <workdir>/results.json and prints it. Needs a quiet machine: the
-arms are compared at equal wall-clock time.
+the same bootstrap CIs. Writes <workdir>/results.json (arms run separately are added to it)
+and prints it; --table prints it as markdown. Needs a quiet machine: the arms are compared at
+equal wall-clock time.
 """
 
 from __future__ import annotations
@@ -227,6 +228,43 @@ def monai_arm(args) -> dict:
     }
 
 
+def _cell(entry: dict) -> str:
+    return f"{entry['mean']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
+
+
+def table(results: dict) -> str:
+    """Dice and HD95 (mm) per class, mean [95% bootstrap CI] over the held-out cases, for every
+    head of the unetjax arms (fast, and the deepest head's accurate mode) and for MONAI."""
+    metrics = [(m, value, name) for m in ("dice", "hd95") for value, name in CLASSES.items()]
+    header = " | ".join(f"{m} {name}" for m, _, name in metrics)
+    lines = [
+        f"| arm | setting | step | train s | {header} |",
+        "|" + " --- |" * (4 + len(metrics)),
+    ]
+    for arm in ("plan", "hand"):
+        if arm not in results:
+            continue
+        summary = results[arm]["summary"]
+        rows = {(r["depth"], r["mode"], r["class"], r["metric"]): r for r in summary["summaries"]}
+        depths = sorted({r["depth"] for r in summary["summaries"]})
+        settings = [(d, "fast") for d in depths] + [(depths[-1], "accurate")]
+        for depth, mode in settings:
+            cells = [_cell(rows[depth, mode, str(value), m]) for m, value, _ in metrics]
+            lines.append(
+                f"| {arm} | L{depth} {mode} | {summary['step']} | "
+                f"{results[arm]['train_seconds']:.0f} | " + " | ".join(cells) + " |"
+            )
+    if "monai" in results:
+        monai = results["monai"]
+        cells = [_cell(monai["summary"][name][m]) for m, _, name in metrics]
+        lines.append(
+            f"| monai | BasicUNetPlusPlus | {monai['steps']} | {monai['train_seconds']:.0f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -236,17 +274,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=17.0, help="wall clock per arm")
     parser.add_argument("--arms", default="plan,hand,monai", help="comma-separated")
     parser.add_argument("--seed", type=int, default=0, help="of the subject split")
+    parser.add_argument(
+        "--table", action="store_true", help="print <workdir>/results.json as markdown, run none"
+    )
     args = parser.parse_args(argv)
+    saved = args.workdir / "results.json"
+    if args.table:
+        print(table(json.loads(saved.read_text())))
+        return
     args.arms = set(args.arms.split(","))
     if not (args.data / "dataset.json").is_file():
         raise SystemExit(f"{args.data}: no dataset.json; give --data the MSD hippocampus folder")
     args.workdir.mkdir(parents=True, exist_ok=True)
     case_ids = sorted(p.name[: -len(".nii.gz")] for p in (args.data / "labelsTr").glob("*.nii.gz"))
     split = subject_split(case_ids, 0.2, args.seed)
-    results = {"split": {k: len(v) for k, v in split.items()}, **unetjax_arms(args, split)}
+    # Arms run separately add to the saved results rather than replace them.
+    results = json.loads(saved.read_text()) if saved.is_file() else {}
+    results["split"] = {k: len(v) for k, v in split.items()}
+    results.update(unetjax_arms(args, split))
     if "monai" in args.arms:
         results["monai"] = monai_arm(args)
-    (args.workdir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    saved.write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float)[:4000])
 
 
