@@ -133,17 +133,8 @@ def test_a_short_time_budget_drops_the_batch_then_halves_the_filters(hours, base
     cap = round(0.05 * fp["total_voxels"] / math.prod(config["data.patch_size"]))
     assert config["model.filters"][0] == base
     assert config["train.batch_size"] == (2 if narrowed_batch else cap) and cap == 7
-    expected_steps = int(
-        hours
-        * 3600
-        * 0.8
-        // seconds(
-            ml_collections.ConfigDict({"filters": config["model.filters"]}),
-            None,
-            config["train.batch_size"],
-            None,
-        )
-    )
+    step = config["train.batch_size"] * (config["model.filters"][0] / 8) ** 2 * 0.1
+    expected_steps = int(hours * 3600 * 0.8 // step)
     assert config["train.num_steps"] == expected_steps
     assert ("narrowed" in plan["reasons"]["time fit"]) == narrowed_batch
 

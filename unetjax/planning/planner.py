@@ -29,7 +29,7 @@ MAX_DATASET_FRACTION = 0.05  # no batch holds more than 5% of the dataset's voxe
 MIN_PATCH_EDGE = 2 * topology.MIN_EDGE
 # A time budget that allows fewer steps than this at the memory-fitted size narrows the network
 # (batch to MIN_BATCH, then halved filters down to MIN_BASE_FILTERS): on a CPU, 17 minutes buy
-# about 130 steps of nnU-Net's 32-wide hippocampus network. 400 from the hippocampus benchmark
+# about 110 steps of nnU-Net's 32-wide hippocampus network. 400 from the hippocampus benchmark
 # (benchmarks/RESULTS.md): in 17 minutes base 16 at 414 steps beat base 8 at 749 (target 1000).
 TARGET_STEPS = 400
 MIN_BASE_FILTERS = 8

@@ -66,12 +66,9 @@ class ArtifactRunner:
         self.training_resize = inputs.get("resize")  # data.resize of the training
         self.output_activation = outputs["activation"]
         self.threshold = float(outputs["threshold"])
-        strides = model.get("strides")
-        self.align = scales.divisor(
-            None if strides is None else tuple(tuple(int(v) for v in s) for s in strides),
-            int(model["full_depth"]),
-            self.spatial_dims,
-        )
+        full_depth = int(model["full_depth"])
+        strides, _ = scales.from_config(model, full_depth)  # None in older sidecars
+        self.align = scales.divisor(strides, full_depth, self.spatial_dims)
         fixed = inputs["spatial_size"].get("fixed")
         self.fixed_shape = tuple(int(s) for s in fixed) if fixed else None
         self.normalization = preprocessing.Normalization.from_json(sidecar["normalization"])
