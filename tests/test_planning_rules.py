@@ -114,14 +114,16 @@ def test_the_batch_never_holds_more_than_5_percent_of_the_dataset():
 
 @pytest.mark.parametrize(
     ("hours", "base", "narrowed_batch"),
-    [(10.0, 32, False), (1.0, 32, True), (0.25, 16, True), (0.02, 8, True)],
+    [(30.0, 32, False), (10.0, 32, False), (1.0, 32, True), (0.25, 16, True), (0.02, 8, True)],
 )
 def test_a_short_time_budget_drops_the_batch_then_halves_the_filters(hours, base, narrowed_batch):
     """A step of batch b at base width w takes b * (w / 8)^2 * 0.1 s (by hand: base 32, batch 7:
     11.2 s, batch 2: 3.2 s; base 16: 0.8 s; base 8: 0.2 s). 400 steps must fit 80% of the
-    budget: 10 h keeps the memory fit (batch 7, the 5% cap: 2571 steps), 1 h drops the batch to
-    2 (2880 s / 3.2 s = 900), 15 min also halves the filters (720 s / 0.8 s), and 72 s gets the
-    narrowest network though it buys under 300 steps."""
+    budget: 30 h and 10 h keep the memory fit (batch 7, the 5% cap: 7714 and 2571 steps), 1 h
+    drops the batch to 2 (2880 s / 3.2 s = 900), 15 min also halves the filters (720 s /
+    0.8 s), and 72 s gets the narrowest network though it buys under 300 steps. Under 5000
+    steps the run is short: Adam and batch norm; 7714 steps get nnU-Net's SGD and instance
+    norm."""
     fp = _fingerprint((1.0, 1.0, 1.0), (36, 50, 35), num_cases=200)
 
     def seconds(config, optimizer, batch, patch):
@@ -137,6 +139,28 @@ def test_a_short_time_budget_drops_the_batch_then_halves_the_filters(hours, base
     expected_steps = int(hours * 3600 * 0.8 // step)
     assert config["train.num_steps"] == expected_steps
     assert ("narrowed" in plan["reasons"]["time fit"]) == narrowed_batch
+    short = expected_steps < 5000
+    assert config["model.norm"] == ("batch" if short else "instance")
+    assert config["optimizer.name"] == ("adam" if short else "sgd")
+    assert plan["measured_model"]["norm"] == config["model.norm"]
+
+
+def test_batch_norm_that_does_not_fit_the_budget_keeps_instance_norm():
+    """A formula where batch norm costs 1.5x the memory of instance norm: the batch fit fills
+    the budget with instance norm, so the short run keeps instance norm and says why."""
+    fp = _fingerprint((1.0, 1.0, 1.0), (36, 50, 35), num_cases=200)
+
+    def peak(config, optimizer, batch, patch):
+        return _formula_peak(config, optimizer, batch, patch) * (
+            1.5 if config.norm == "batch" else 1
+        )
+
+    budget = planner.Budget(2**29, "as asked", 0.25)
+    plan = planner.make_plan(fp, budget, MODEL, peak=peak, step_seconds=lambda *a: 0.5)
+    assert plan["config"]["train.num_steps"] == 1440  # 0.25 h x 80% / 0.5 s: a short run
+    assert plan["config"]["model.norm"] == "instance"
+    assert plan["reasons"]["norm"].startswith("instance: batch norm would need")
+    assert plan["predicted_peak_bytes"] <= 0.5 * 2**30
 
 
 def test_a_budget_too_small_names_the_budget_and_the_minimum():

@@ -238,6 +238,35 @@ def fit_time(
     )
 
 
+def fit_norm(
+    budget: Budget,
+    config: ml_collections.ConfigDict,
+    batch: int,
+    patch: Sequence[int],
+    num_steps: int,
+    fitted: tuple,
+    used: int,
+    peak: PeakFn,
+) -> tuple[ml_collections.ConfigDict, int, str]:
+    """(model config, its measured peak, why) with the norm of `rules.normalisation`. The fits
+    ran with instance norm; a change of norm, width or batch since the memory fit is compiled
+    again, and batch norm that would not fit keeps instance norm. The steps stay those timed
+    with instance norm: a batch-norm step was no slower (hippocampus, benchmarks/RESULTS.md),
+    so the run ends within its budget and the norm and optimiser rules see one count."""
+    norm, why = rules.normalisation(num_steps)
+    chosen = ml_collections.ConfigDict({**config.to_dict(), "norm": norm})
+    if (tuple(chosen.filters), batch, norm) == fitted:
+        return chosen, used, why
+    chosen_peak = peak(chosen, MEASURE_OPTIMIZER, batch, patch)
+    if chosen_peak <= budget.memory_bytes or norm == config.norm:
+        return chosen, chosen_peak, why
+    return (
+        config,
+        peak(config, MEASURE_OPTIMIZER, batch, patch),
+        f"{config.norm}: {norm} norm would need {gigabytes(chosen_peak)}, over the budget",
+    )
+
+
 def make_plan(
     fp: dict,
     budget: Budget,
@@ -255,17 +284,18 @@ def make_plan(
             "train on, one to validate on)"
         )
     base_model = ml_collections.ConfigDict(base_model.to_dict())
-    base_model.norm = "instance"
+    base_model.norm = "instance"  # the fits run with it; `fit_norm` then picks the run's
     shape, used, tried = fit_patch(fp, budget, base_model, MEASURE_OPTIMIZER, peak)
     model = model_config(base_model, fp, shape)
     batch, used, batch_why = fit_batch(
         fp, budget, model, MEASURE_OPTIMIZER, shape.patch, used, peak
     )
-    fitted = (tuple(model.filters), batch)
+    fitted = (tuple(model.filters), batch, model.norm)
     model, batch, seconds, time_why = fit_time(budget, model, batch, shape.patch, step_seconds)
-    if (tuple(model.filters), batch) != fitted:
-        used = peak(model, MEASURE_OPTIMIZER, batch, shape.patch)
     num_steps, steps_why = rules.schedule_steps(seconds, budget.hours)
+    model, used, norm_why = fit_norm(
+        budget, model, batch, shape.patch, num_steps, fitted, used, peak
+    )
     optimiser_fields, optimiser_why = rules.optimiser(num_steps)
     augment_fields, augment_why = rules.augmentation(fp)
     crop, crop_why = rules.evaluation_crop(fp, shape)
@@ -280,7 +310,7 @@ def make_plan(
         "data.patch_size": shape.patch,
         "data.eval_patch_size": crop,
         **augment_fields,
-        "model.norm": "instance",
+        "model.norm": model.norm,
         "model.depth": shape.depth,
         "model.strides": [list(s) for s in shape.strides],
         "model.kernels": [list(k) for k in shape.kernels],
@@ -315,7 +345,7 @@ def make_plan(
         "filters": f"{tuple(model.filters)}: doubling per level, capped at "
         f"{topology.MAX_FILTERS[fp['spatial_dims']]}; base {topology.BASE_FILTERS} unless the "
         "time budget is short",
-        "norm": f"instance: batches of {batch} make batch statistics noisy (nnU-Net's choice)",
+        "norm": norm_why,
         "batch": f"{batch}: {batch_why}; measured peak {gigabytes(used)} of "
         f"{gigabytes(budget.memory_bytes)} ({budget.memory_source})",
         "time fit": time_why,
