@@ -21,13 +21,15 @@ unetjax arms are scored by `evaluate.py --split validation` (Dice per class, HD9
 for the accurate mode, bootstrap CIs in summary.json, per case in per_case.csv); the MONAI arm
 by the same Dice and `evaluation.surface.hd95` on the same validation crops, kept per case, with
 the same bootstrap CIs. Writes <workdir>/results.json (arms run separately are added to it)
-and prints it; --table prints it as markdown. Needs a quiet machine: the arms are compared at
+and prints it; --table prints it as markdown, with the per-case differences plan minus hand
+(paired, on the same held-out cases). Needs a quiet machine: the arms are compared at
 equal wall-clock time.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import pathlib
@@ -265,6 +267,40 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _deepest_fast(per_case: pathlib.Path, metric: str) -> dict[tuple[str, str], float]:
+    """(case, class) -> `metric` at the deepest head, fast mode, from an evaluate per_case.csv."""
+    with open(per_case) as f:
+        rows = [r for r in csv.DictReader(f) if r["mode"] == "fast"]
+    deepest = max(r["depth"] for r in rows)
+    return {(r["case"], r["class"]): float(r[metric]) for r in rows if r["depth"] == deepest}
+
+
+def paired(workdir: pathlib.Path, arm: str, reference: str) -> str:
+    """Per-case differences `arm` minus `reference` (Dice and HD95 per class at the deepest
+    head; mean [95% bootstrap CI] and the cases where `arm` did better): one seed's training
+    runs compared case by case on the same held-out cases."""
+    from unetjax.evaluation import statistics
+
+    lines = [
+        f"| {arm} minus {reference} | mean difference [95% CI] | cases {arm} better |",
+        "| --- | --- | --- |",
+    ]
+    for metric, better in (("dice", np.greater), ("hd95", np.less)):
+        ours, theirs = (
+            _deepest_fast(workdir / name / "eval_validation" / "per_case.csv", metric)
+            for name in (arm, reference)
+        )
+        for value, name in CLASSES.items():
+            keys = sorted(k for k in theirs if k[1] == str(value))
+            diff = np.array([ours[k] - theirs[k] for k in keys])
+            summary = statistics.summarize(diff)
+            lines.append(
+                f"| {metric} {name} | {summary.mean:+.3f} [{summary.ci_low:+.3f}, "
+                f"{summary.ci_high:+.3f}] | {int(better(diff, 0).sum())} of {summary.n} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -280,7 +316,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     saved = args.workdir / "results.json"
     if args.table:
-        print(table(json.loads(saved.read_text())))
+        results = json.loads(saved.read_text())
+        print(table(results))
+        if {"plan", "hand"} <= results.keys():
+            print("\n" + paired(args.workdir, "plan", "hand"))
         return
     args.arms = set(args.arms.split(","))
     if not (args.data / "dataset.json").is_file():

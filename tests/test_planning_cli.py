@@ -171,3 +171,39 @@ def test_the_hippocampus_benchmark_splits_by_subject_and_answers_help(tmp_path):
     assert not {subject(c) for c in split["train"]} & {subject(c) for c in split["validation"]}
     result = _run(["benchmarks/hippocampus_plan.py", "--help"], tmp_path)
     assert result.returncode == 0 and "split by subject" in result.stdout.lower()
+
+
+def test_the_hippocampus_benchmark_pairs_plan_and_hand_case_by_case(tmp_path):
+    """Hand-built per_case.csv files: the table's differences are the per-case means (deepest
+    head, fast mode; the shallower head and the accurate mode are ignored) and HD95 counts a
+    smaller distance as better."""
+    from benchmarks.hippocampus_plan import paired
+
+    header = "case,split,depth,mode,class,dice,hd95\n"
+    values = {  # arm -> (case, class) -> (dice, hd95) at depth 2, fast
+        "plan": {
+            ("a", 1): (0.8, 2.0),
+            ("b", 1): (0.6, 5.0),
+            ("a", 2): (0.7, 3.0),
+            ("b", 2): (0.9, 1.0),
+        },
+        "hand": {
+            ("a", 1): (0.7, 3.0),
+            ("b", 1): (0.7, 4.0),
+            ("a", 2): (0.7, 3.0),
+            ("b", 2): (0.8, 2.0),
+        },
+    }
+    for arm, cases in values.items():
+        rows = [f"{c},validation,1,fast,{k},0.0,99.0" for (c, k) in cases]  # a shallower head
+        rows += [f"{c},validation,2,accurate,{k},0.0,99.0" for (c, k) in cases]
+        rows += [f"{c},validation,2,fast,{k},{d},{h}" for (c, k), (d, h) in cases.items()]
+        folder = tmp_path / arm / "eval_validation"
+        folder.mkdir(parents=True)
+        (folder / "per_case.csv").write_text(header + "\n".join(rows) + "\n")
+    lines = {line.split(" | ")[0]: line for line in paired(tmp_path, "plan", "hand").splitlines()}
+    assert lines["| dice Anterior"].startswith("| dice Anterior | +0.000 [")  # +0.1 and -0.1
+    assert lines["| dice Anterior"].endswith("| 1 of 2 |")
+    assert lines["| dice Posterior"].startswith("| dice Posterior | +0.050 [")  # 0 and +0.1
+    assert lines["| hd95 Anterior"].startswith("| hd95 Anterior | +0.000 [")  # -1 and +1
+    assert lines["| hd95 Posterior"].endswith("| 1 of 2 |")  # 3 vs 3 is no better; 1 < 2 is
