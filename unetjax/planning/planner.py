@@ -253,16 +253,20 @@ def fit_norm(
     again, and batch norm that would not fit keeps instance norm. The steps stay those timed
     with instance norm: a batch-norm step was no slower (hippocampus, benchmarks/RESULTS.md),
     so the run ends within its budget and the norm and optimiser rules see one count."""
+
+    def measured(candidate: ml_collections.ConfigDict) -> int:
+        if (tuple(candidate.filters), batch, candidate.norm) == fitted:
+            return used  # the memory fit's own measurement
+        return peak(candidate, MEASURE_OPTIMIZER, batch, patch)
+
     norm, why = rules.normalisation(num_steps)
     chosen = ml_collections.ConfigDict({**config.to_dict(), "norm": norm})
-    if (tuple(chosen.filters), batch, norm) == fitted:
-        return chosen, used, why
-    chosen_peak = peak(chosen, MEASURE_OPTIMIZER, batch, patch)
+    chosen_peak = measured(chosen)
     if chosen_peak <= budget.memory_bytes or norm == config.norm:
         return chosen, chosen_peak, why
     return (
         config,
-        peak(config, MEASURE_OPTIMIZER, batch, patch),
+        measured(config),
         f"{config.norm}: {norm} norm would need {gigabytes(chosen_peak)}, over the budget",
     )
 
