@@ -271,8 +271,8 @@ def _deepest_fast(per_case: pathlib.Path, metric: str) -> dict[tuple[str, str], 
     """(case, class) -> `metric` at the deepest head, fast mode, from an evaluate per_case.csv."""
     with open(per_case) as f:
         rows = [r for r in csv.DictReader(f) if r["mode"] == "fast"]
-    deepest = max(r["depth"] for r in rows)
-    return {(r["case"], r["class"]): float(r[metric]) for r in rows if r["depth"] == deepest}
+    deepest = max(int(r["depth"]) for r in rows)  # as numbers: "10" sorts before "9"
+    return {(r["case"], r["class"]): float(r[metric]) for r in rows if int(r["depth"]) == deepest}
 
 
 def paired(workdir: pathlib.Path, arm: str, reference: str) -> str:
