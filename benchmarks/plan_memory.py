@@ -40,13 +40,13 @@ def measure(plan_path: str) -> dict:
     import numpy as np
 
     from unetjax import backend, models, optim, steps
-    from unetjax.planning import planner
+    from unetjax.planning import fits
 
     with open(plan_path) as f:
         plan = json.load(f)
     model_config = ml_collections.ConfigDict(plan["measured_model"])
     batch, patch = plan["config"]["train.batch_size"], plan["config"]["data.patch_size"]
-    optimizer, schedule = optim.make_optimizer(planner.MEASURE_OPTIMIZER, 1000)
+    optimizer, schedule = optim.make_optimizer(fits.MEASURE_OPTIMIZER, 1000)
     graphdef, state = steps.create_train_state(models.from_config(model_config), optimizer)
     step = backend.jit(
         steps.make_train_step(

@@ -11,7 +11,7 @@ import ml_collections
 import pytest
 
 from unetjax import models
-from unetjax.planning import memory, planner, topology
+from unetjax.planning import fits, memory, planner, rules, topology
 
 MODEL = ml_collections.ConfigDict(
     {
@@ -52,7 +52,7 @@ def _formula_peak(model_config, optimizer, batch, patch):
 
 
 def _plan(fp, gb, peak=_formula_peak):
-    budget = planner.Budget(int(gb * 2**30), "as asked", 1.0)
+    budget = fits.Budget(int(gb * 2**30), "as asked", 1.0)
     return planner.make_plan(fp, budget, MODEL, peak=peak, step_seconds=lambda *a: 0.5)
 
 
@@ -92,7 +92,7 @@ def test_the_memory_fit_is_monotone_in_the_budget_and_stays_under_it():
         # The patch is chosen first (at batch 2); a larger one may add a level (a per-axis
         # stride) and its parameters, so batch x patch need not grow with the budget.
         voxels.append(math.prod(plan["config"]["data.patch_size"]))
-        assert plan["config"]["train.batch_size"] >= planner.MIN_BATCH
+        assert plan["config"]["train.batch_size"] >= fits.MIN_BATCH
     assert voxels == sorted(voxels) and voxels[-1] > voxels[0]
 
 
@@ -129,7 +129,7 @@ def test_a_short_time_budget_drops_the_batch_then_halves_the_filters(hours, base
     def seconds(config, optimizer, batch, patch):
         return batch * (config.filters[0] / 8) ** 2 * 0.1
 
-    budget = planner.Budget(64 * 2**30, "as asked", hours)
+    budget = fits.Budget(64 * 2**30, "as asked", hours)
     plan = planner.make_plan(fp, budget, MODEL, peak=_formula_peak, step_seconds=seconds)
     config = plan["config"]
     cap = round(0.05 * fp["total_voxels"] / math.prod(config["data.patch_size"]))
@@ -145,6 +145,40 @@ def test_a_short_time_budget_drops_the_batch_then_halves_the_filters(hours, base
     assert plan["measured_model"]["norm"] == config["model.norm"]
 
 
+def test_the_chosen_norm_is_timed_again_and_the_run_keeps_the_recipe_its_fit_decided():
+    """Instance norm steps take 0.625 s, batch norm 0.5 s. 1 h x 80% = 2880 s buys 4608
+    instance-norm steps: a short run, so batch norm, timed again: 5760 steps. The count crosses
+    5000, yet the recipe stays the one the fit decided (Adam with batch norm, not SGD)."""
+    fp = _fingerprint((1.0, 1.0, 1.0), (36, 50, 35), num_cases=200)
+
+    def seconds(config, optimizer, batch, patch):
+        return 0.5 if config.norm == "batch" else 0.625
+
+    budget = fits.Budget(64 * 2**30, "as asked", 1.0)
+    plan = planner.make_plan(fp, budget, MODEL, peak=_formula_peak, step_seconds=seconds)
+    config = plan["config"]
+    assert config["train.num_steps"] == 5760 and plan["seconds_per_step"] == 0.5
+    assert config["model.norm"] == "batch" and config["optimizer.name"] == "adam"
+    assert plan["reasons"]["steps"].endswith("timed with batch norm")
+
+
+@pytest.mark.parametrize(
+    ("num_steps", "evaluate", "checkpoint", "log"),
+    [(453, 91, 46, 9), (30, 10, 10, 2), (5, 5, 5, 1), (250_000, 50_000, 25_000, 50)],
+)
+def test_a_planned_run_evaluates_five_times_and_checkpoints_ten(
+    num_steps, evaluate, checkpoint, log
+):
+    """By hand: 453 steps evaluate every 91 (91, 182, 273, 364 and the final 453) and
+    checkpoint every 46; never more often than every 10 steps nor less than once; a log line
+    every fifth of a checkpoint interval, at most 50 steps apart."""
+    assert rules.intervals(num_steps) == {
+        "train.eval_every": evaluate,
+        "train.checkpoint_every": checkpoint,
+        "train.log_every": log,
+    }
+
+
 def test_batch_norm_that_does_not_fit_the_budget_keeps_instance_norm():
     """A formula where batch norm costs 1.5x the memory of instance norm: the batch fit fills
     the budget with instance norm, so the short run keeps instance norm and says why."""
@@ -155,7 +189,7 @@ def test_batch_norm_that_does_not_fit_the_budget_keeps_instance_norm():
             1.5 if config.norm == "batch" else 1
         )
 
-    budget = planner.Budget(2**29, "as asked", 0.25)
+    budget = fits.Budget(2**29, "as asked", 0.25)
     plan = planner.make_plan(fp, budget, MODEL, peak=peak, step_seconds=lambda *a: 0.5)
     assert plan["config"]["train.num_steps"] == 1440  # 0.25 h x 80% / 0.5 s: a short run
     assert plan["config"]["model.norm"] == "instance"
@@ -165,12 +199,12 @@ def test_batch_norm_that_does_not_fit_the_budget_keeps_instance_norm():
 
 def test_a_budget_too_small_names_the_budget_and_the_minimum():
     fp = _fingerprint((1.0, 1.0, 1.0), (64, 64, 64))
-    with pytest.raises(planner.PlanError, match=r"budget of 0.001 GB .* needs .* at least"):
+    with pytest.raises(fits.PlanError, match=r"budget of 0.001 GB .* needs .* at least"):
         _plan(fp, 0.001)
 
 
 def test_one_case_gets_a_one_line_reason():
-    with pytest.raises(planner.PlanError, match="1 labelled case; a plan needs at least 2"):
+    with pytest.raises(fits.PlanError, match="1 labelled case; a plan needs at least 2"):
         _plan(_fingerprint((1.0, 1.0, 1.0), (32, 32, 32), num_cases=1), 4)
 
 
@@ -189,10 +223,10 @@ def test_the_compiled_step_holds_at_least_its_parameters_moments_and_batch():
     fp = _fingerprint((1.0, 1.0), (32, 32), kind="image_folder")
     fp["class_fractions"] = {"0": 0.5, "1": 0.5}
     shape = topology.pooling((1.0, 1.0), (16, 16))
-    model = planner.model_config(MODEL, fp, shape)
+    model = fits.model_config(MODEL, fp, shape)
     model.filters = (4, 8, 16)
     params = 4 * 8 * 9 + 4 + 4 * 4 * 9 + 4  # a lower bound: the first two convolutions
-    peak = memory.peak_bytes(model, planner.MEASURE_OPTIMIZER, 8, (16, 16))
+    peak = memory.peak_bytes(model, fits.MEASURE_OPTIMIZER, 8, (16, 16))
     # Parameters and Adam's two moments (float32), the images and the int32 masks.
     assert peak >= 3 * 4 * params + 8 * 16 * 16 * (4 + 4)
     assert peak < 64 * 2**20  # and not a wild figure for a 4..16-filter network
@@ -202,7 +236,7 @@ def test_a_plan_for_thick_slices_carries_per_axis_strides_that_the_model_takes()
     # Spacing per array axis, as the fingerprint holds it: the first axis is the 4 mm one.
     fp = _fingerprint((4.0, 0.8, 0.8), (12, 48, 40))
     base = ml_collections.ConfigDict({**MODEL.to_dict(), "architecture": "unet"})
-    budget = planner.Budget(2**30, "as asked", 1.0)
+    budget = fits.Budget(2**30, "as asked", 1.0)
     plan = planner.make_plan(fp, budget, base, peak=_formula_peak, step_seconds=lambda *a: 0.5)
     config = plan["config"]
     strides, kernels = config["model.strides"], config["model.kernels"]

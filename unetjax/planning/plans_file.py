@@ -18,7 +18,7 @@ import pathlib
 import jax
 import ml_collections
 
-from unetjax.planning import fingerprint, memory, planner
+from unetjax.planning import fingerprint, fits, memory, planner
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def load(path: str | os.PathLike) -> dict:
     return plan
 
 
-def budget(memory_gb: float | None, hours: float) -> planner.Budget:
+def budget(memory_gb: float | None, hours: float) -> fits.Budget:
     """The budgets a plan is made for; memory from the device when `memory_gb` is None."""
     if memory_gb is not None and memory_gb <= 0:
         raise ValueError(f"memory budget {memory_gb} GB; expected a positive number of GB")
@@ -71,7 +71,7 @@ def budget(memory_gb: float | None, hours: float) -> planner.Budget:
         memory_bytes, source = memory.device_budget_bytes(CPU_DEFAULT_GB)
     else:
         memory_bytes, source = int(memory_gb * 2**30), "as asked"
-    return planner.Budget(memory_bytes, source, float(hours))
+    return fits.Budget(memory_bytes, source, float(hours))
 
 
 def check_hash(plan: dict, path: pathlib.Path, data: str, current: str) -> None:
@@ -108,7 +108,7 @@ def apply(config: ml_collections.ConfigDict, plan: dict, overrides: tuple[str, .
     return overridden
 
 
-def _matches(plan: dict, wanted: planner.Budget, architecture: str) -> bool:
+def _matches(plan: dict, wanted: fits.Budget, architecture: str) -> bool:
     return (
         plan.get("architecture") == architecture
         and plan["budget"]["memory_bytes"] == wanted.memory_bytes

@@ -9,14 +9,23 @@ import math
 from unetjax.data import kinds
 from unetjax.planning import fingerprint, topology
 
-TRAIN_SHARE = 0.8  # of the time budget; the rest evaluates, checkpoints and loads data
+TRAIN_SHARE = 0.8  # of the time budget; the rest compiles, evaluates and checkpoints
+# Each evaluation scores every validation case per head and in the accurate mode: 21 s on the
+# 17-minute CPU hippocampus run, so ten of them took a fifth of its budget (benchmarks/RESULTS.md).
+EVALUATIONS, CHECKPOINTS = 5, 10
 SGD_FROM_STEPS = 5000
 MIN_STEPS, MAX_STEPS = 10, 250_000
 
 
-def optimiser(num_steps: int) -> tuple[dict, str]:
-    """nnU-Net's SGD for long runs; Adam with a cosine decay for short ones."""
-    if num_steps >= SGD_FROM_STEPS:
+def long_run(num_steps: int) -> bool:
+    """Whether a run of `num_steps` takes nnU-Net's long recipe (SGD, poly, instance norm)
+    rather than the short one (Adam, cosine, batch norm): one count decides both."""
+    return num_steps >= SGD_FROM_STEPS
+
+
+def optimiser(num_steps: int, long: bool) -> tuple[dict, str]:
+    """nnU-Net's SGD for long runs; Adam with a cosine decay for short ones (`long_run`)."""
+    if long:
         values = {
             "optimizer.name": "sgd",
             "optimizer.learning_rate": 1e-2,
@@ -38,15 +47,15 @@ def optimiser(num_steps: int) -> tuple[dict, str]:
         "optimizer.warmup_steps": min(50, num_steps // 10),
     }
     return values, (
-        f"{num_steps} steps, under {SGD_FROM_STEPS}: Adam 3e-3 with a cosine decay converges in "
-        "few steps; nnU-Net's SGD schedule assumes 250,000"
+        f"{num_steps} steps, a short run: Adam 3e-3 with a cosine decay converges in few steps; "
+        "nnU-Net's SGD schedule assumes 250,000"
     )
 
 
 def normalisation(num_steps: int) -> tuple[str, str]:
     """nnU-Net's instance norm for long runs; batch norm for short ones, where it converged
     faster (the hippocampus comparison in benchmarks/RESULTS.md)."""
-    if num_steps >= SGD_FROM_STEPS:
+    if long_run(num_steps):
         return "instance", (
             f"instance: {num_steps} steps, nnU-Net's long schedule and its norm (batches of 2 "
             "make batch statistics noisy)"
@@ -107,6 +116,19 @@ def evaluation_crop(fp: dict, shape: topology.Topology) -> tuple[tuple[int, ...]
         return None, "whole images (full-size validation, tiled where sizes vary)"
     crop = tuple(math.ceil(m / d) * d for m, d in zip(fp["max_shape"], shape.divisor, strict=True))
     return crop, f"the largest case is {'x'.join(map(str, fp['max_shape']))} at the target spacing"
+
+
+def intervals(num_steps: int) -> dict:
+    """Evaluate EVALUATIONS times, the last at the final step; checkpoint CHECKPOINTS times, so
+    a crash loses at most a tenth of the run (and none of them more often than every 10
+    steps)."""
+    evaluate = max(1, min(num_steps, max(10, math.ceil(num_steps / EVALUATIONS))))
+    checkpoint = max(1, min(num_steps, max(10, math.ceil(num_steps / CHECKPOINTS))))
+    return {
+        "train.eval_every": evaluate,
+        "train.checkpoint_every": checkpoint,
+        "train.log_every": max(1, min(50, checkpoint // 5)),
+    }
 
 
 def schedule_steps(seconds: float, hours: float) -> tuple[int, str]:
