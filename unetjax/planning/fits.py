@@ -1,6 +1,6 @@
 """The measured fits of a plan: the patch and the batch to a memory budget, the width and the
-batch to a time budget, and the chosen norm's step measured again (`planner.make_plan` calls
-them in that order).
+batch to a time budget, with the norm chosen between the two (`planner.make_plan` calls them in
+that order).
 
 Each fit compiles or times the real train step through the `peak` and `step_seconds` functions
 it is given (`memory.peak_bytes`, `memory.seconds_per_step`; tests pass formulas instead).
@@ -196,17 +196,47 @@ def fit_batch(
     return batch, used, why
 
 
+def fit_norm(
+    budget: Budget,
+    config: ml_collections.ConfigDict,
+    batch: int,
+    patch: Sequence[int],
+    used: int,
+    peak: PeakFn,
+    step_seconds: TimeFn,
+) -> tuple[ml_collections.ConfigDict, int, float, int, str]:
+    """(model config, its measured peak, seconds per step, the steps that decided, why), before
+    the time fit. The memory-fitted network's step is timed with instance norm, as the memory
+    fit ran; that count decides the recipe (`rules.long_run`, norm and optimiser together). A
+    short run's batch norm is compiled again (batch norm that would not fit keeps instance
+    norm) and timed again, so the time fit narrows by the step that will run (batch norm's was
+    13 to 15% faster on the CPU)."""
+    seconds = step_seconds(config, MEASURE_OPTIMIZER, batch, patch)
+    steps = rules.schedule_steps(seconds, budget.hours)[0]
+    norm, why = rules.normalisation(steps)
+    why += f" (counted at the memory fit with {config.norm} norm: {seconds:.3g} s a step)"
+    if norm == config.norm:
+        return config, used, seconds, steps, why
+    chosen = ml_collections.ConfigDict({**config.to_dict(), "norm": norm})
+    chosen_peak = peak(chosen, MEASURE_OPTIMIZER, batch, patch)
+    if chosen_peak > budget.memory_bytes:
+        over = f"{config.norm}: {norm} norm would need {gigabytes(chosen_peak)}, over the budget"
+        return config, used, seconds, steps, over
+    return chosen, chosen_peak, step_seconds(chosen, MEASURE_OPTIMIZER, batch, patch), steps, why
+
+
 def fit_time(
     budget: Budget,
     config: ml_collections.ConfigDict,
     batch: int,
     patch: Sequence[int],
+    seconds: float,
     step_seconds: TimeFn,
 ) -> tuple[ml_collections.ConfigDict, int, float, str]:
-    """(model config, batch, seconds per step, why): the memory-fitted network when the budget
-    gives it TARGET_STEPS steps; otherwise the batch drops to MIN_BATCH, then the filters halve
-    until it does (or the base width reaches MIN_BASE_FILTERS), each candidate timed."""
-    seconds = step_seconds(config, MEASURE_OPTIMIZER, batch, patch)
+    """(model config, batch, seconds per step, why): the memory-fitted network (whose step
+    took `seconds`) when the budget gives it TARGET_STEPS steps; otherwise the batch drops to
+    MIN_BATCH, then the filters halve until it does (or the base width reaches
+    MIN_BASE_FILTERS), each candidate timed with the chosen norm."""
     tried = [f"base {config.filters[0]}, batch {batch}: {seconds:.3g} s"]
     while rules.schedule_steps(seconds, budget.hours)[0] < TARGET_STEPS:
         if batch > MIN_BATCH:
@@ -227,46 +257,8 @@ def fit_time(
         seconds,
         (
             f"narrowed for the time budget (under {TARGET_STEPS} steps at the memory fit); "
-            f"timed {'; '.join(tried)}"
+            f"timed with {config.norm} norm {'; '.join(tried)}"
         ),
-    )
-
-
-def fit_norm(
-    budget: Budget,
-    config: ml_collections.ConfigDict,
-    batch: int,
-    patch: Sequence[int],
-    timed: tuple[float, int],
-    fitted: tuple,
-    used: int,
-    peak: PeakFn,
-    step_seconds: TimeFn,
-) -> tuple[ml_collections.ConfigDict, int, float, str]:
-    """(model config, its measured peak, seconds per step, why) with the norm of
-    `rules.normalisation`, decided by the steps `timed` (seconds, steps) with instance norm, as
-    the fits ran. A change of norm, width or batch since the memory fit is compiled again, and
-    batch norm that would not fit keeps instance norm; a changed norm is timed again, so the
-    steps are those of the step that will run (batch norm's was 15% faster on the CPU)."""
-
-    def measured(candidate: ml_collections.ConfigDict) -> int:
-        if (tuple(candidate.filters), batch, candidate.norm) == fitted:
-            return used  # the memory fit's own measurement
-        return peak(candidate, MEASURE_OPTIMIZER, batch, patch)
-
-    seconds, num_steps = timed
-    norm, why = rules.normalisation(num_steps)
-    chosen = ml_collections.ConfigDict({**config.to_dict(), "norm": norm})
-    if norm == config.norm:
-        return chosen, measured(chosen), seconds, why
-    chosen_peak = measured(chosen)
-    if chosen_peak <= budget.memory_bytes:
-        return chosen, chosen_peak, step_seconds(chosen, MEASURE_OPTIMIZER, batch, patch), why
-    return (
-        config,
-        measured(config),
-        seconds,
-        f"{config.norm}: {norm} norm would need {gigabytes(chosen_peak)}, over the budget",
     )
 
 

@@ -78,9 +78,11 @@ def seconds_per_step(
     optimizer_config: ml_collections.ConfigDict,
     batch: int,
     patch: Sequence[int],
-    repeats: int = 2,
+    repeats: int = 3,
 ) -> float:
-    """Wall-clock seconds of one train step on random data (after a warm-up step)."""
+    """Wall-clock seconds of one train step on random data: the median of `repeats` steps after
+    a warm-up step, since one slow step moved a 2-step mean by 8% and the width chosen with it
+    (benchmarks/RESULTS.md)."""
     model = models.from_config(model_config)
     optimizer, schedule = optim.make_optimizer(optimizer_config, 1000)
     graphdef, state = steps.create_train_state(model, optimizer)
@@ -105,11 +107,13 @@ def seconds_per_step(
         batch_arrays["mask"] = batch_arrays["mask"] % 2
     state, metrics = step(state, batch_arrays)
     jax.block_until_ready(metrics)
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         state, metrics = step(state, batch_arrays)
-    jax.block_until_ready(metrics)
-    return (time.perf_counter() - start) / repeats
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def device_budget_bytes(cpu_default_gb: float) -> tuple[int, str]:

@@ -37,28 +37,23 @@ def make_plan(
             "train on, one to validate on)"
         )
     base_model = ml_collections.ConfigDict(base_model.to_dict())
-    base_model.norm = "instance"  # the fits run with it; `fits.fit_norm` then picks the run's
+    base_model.norm = "instance"  # the memory fit runs with it; `fits.fit_norm` picks the run's
     shape, used, tried = fits.fit_patch(fp, budget, base_model, fits.MEASURE_OPTIMIZER, peak)
     model = fits.model_config(base_model, fp, shape)
     batch, used, batch_why = fits.fit_batch(
         fp, budget, model, fits.MEASURE_OPTIMIZER, shape.patch, used, peak
     )
-    fitted = (tuple(model.filters), batch, model.norm)
-    model, batch, seconds, time_why = fits.fit_time(budget, model, batch, shape.patch, step_seconds)
-    fitted_steps = rules.schedule_steps(seconds, budget.hours)[0]
-    model, used, seconds, norm_why = fits.fit_norm(
-        budget,
-        model,
-        batch,
-        shape.patch,
-        (seconds, fitted_steps),
-        fitted,
-        used,
-        peak,
-        step_seconds,
+    model, used, seconds, decided_steps, norm_why = fits.fit_norm(
+        budget, model, batch, shape.patch, used, peak, step_seconds
     )
+    fitted = (tuple(model.filters), batch)
+    model, batch, seconds, time_why = fits.fit_time(
+        budget, model, batch, shape.patch, seconds, step_seconds
+    )
+    if (tuple(model.filters), batch) != fitted:  # narrowed: the run's step compiled again
+        used = peak(model, fits.MEASURE_OPTIMIZER, batch, shape.patch)
     num_steps, steps_why = rules.schedule_steps(seconds, budget.hours)
-    optimiser_fields, optimiser_why = rules.optimiser(num_steps, rules.long_run(fitted_steps))
+    optimiser_fields, optimiser_why = rules.optimiser(num_steps, rules.long_run(decided_steps))
     augment_fields, augment_why = rules.augmentation(fp)
     crop, crop_why = rules.evaluation_crop(fp, shape)
     spacing, median = fp["target_spacing"], fp["median_shape"]
