@@ -22,8 +22,9 @@ for the accurate mode, bootstrap CIs in summary.json, per case in per_case.csv);
 by the same Dice and `evaluation.surface.hd95` on the same validation crops, kept per case, with
 the same bootstrap CIs. Writes <workdir>/results.json (arms run separately are added to it)
 and prints it; --table prints it as markdown, with the per-case differences plan minus hand
-(paired, on the same held-out cases). Needs a quiet machine: the arms are compared at
-equal wall-clock time.
+(paired, on the same held-out cases). Runs with other --train-seed values go in other workdirs;
+`--table --workdir A B C` then also prints each seed's mean Dice and the differences of the
+seed-averaged cases. Needs a quiet machine: the arms are compared at equal wall-clock time.
 """
 
 from __future__ import annotations
@@ -276,10 +277,11 @@ def _deepest_fast(per_case: pathlib.Path, metric: str) -> dict[tuple[str, str], 
     return {(r["case"], r["class"]): float(r[metric]) for r in rows if int(r["depth"]) == deepest}
 
 
-def paired(workdir: pathlib.Path, arm: str, reference: str) -> str:
+def paired(workdirs: list[pathlib.Path], arm: str, reference: str) -> str:
     """Per-case differences `arm` minus `reference` (Dice and HD95 per class at the deepest
-    head; mean [95% bootstrap CI] and the cases where `arm` did better): one seed's training
-    runs compared case by case on the same held-out cases."""
+    head; mean [95% bootstrap CI] and the cases where `arm` did better) on the same held-out
+    cases. With several workdirs (one training seed each) a case's values are first averaged
+    over the seeds: the CI is over cases, with each arm's seed-to-seed spread averaged in."""
     from unetjax.evaluation import statistics
 
     lines = [
@@ -288,12 +290,17 @@ def paired(workdir: pathlib.Path, arm: str, reference: str) -> str:
     ]
     for metric, better in (("dice", np.greater), ("hd95", np.less)):
         ours, theirs = (
-            _deepest_fast(workdir / name / "eval_validation" / "per_case.csv", metric)
+            [
+                _deepest_fast(workdir / name / "eval_validation" / "per_case.csv", metric)
+                for workdir in workdirs
+            ]
             for name in (arm, reference)
         )
         for value, name in CLASSES.items():
-            keys = sorted(k for k in theirs if k[1] == str(value))
-            diff = np.array([ours[k] - theirs[k] for k in keys])
+            keys = sorted(k for k in theirs[0] if k[1] == str(value))
+            diff = np.mean([[o[k] for k in keys] for o in ours], axis=0) - np.mean(
+                [[t[k] for k in keys] for t in theirs], axis=0
+            )
             summary = statistics.summarize(diff)
             lines.append(
                 f"| {metric} {name} | {summary.mean:+.3f} [{summary.ci_low:+.3f}, "
@@ -302,12 +309,54 @@ def paired(workdir: pathlib.Path, arm: str, reference: str) -> str:
     return "\n".join(lines)
 
 
+def seed_means(workdirs: list[pathlib.Path], arms: list[str]) -> str:
+    """Mean Dice per class at the deepest head, fast mode, for each arm in each workdir (one
+    training seed each), and over the workdirs."""
+    lines = [
+        "| arm | workdir | Dice Anterior | Dice Posterior | mean |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for arm in arms:
+        rows = []
+        for workdir in workdirs:
+            scores = _deepest_fast(workdir / arm / "eval_validation" / "per_case.csv", "dice")
+            per_class = [
+                np.mean([v for (_, k), v in scores.items() if k == str(value)]) for value in CLASSES
+            ]
+            rows.append(per_class)
+            cells = " | ".join(f"{v:.3f}" for v in [*per_class, np.mean(per_class)])
+            lines.append(f"| {arm} | {workdir.name} | {cells} |")
+        cells = " | ".join(f"{v:.3f}" for v in [*np.mean(rows, axis=0), np.mean(rows)])
+        lines.append(f"| {arm} | mean of {len(workdirs)} | {cells} |")
+    return "\n".join(lines)
+
+
+def print_tables(workdirs: list[pathlib.Path]) -> None:
+    """Each workdir's results.json as markdown; then, where every workdir holds both arms, the
+    mean Dice per seed and the per-case differences plan minus hand."""
+    both = True
+    for workdir in workdirs:
+        results = json.loads((workdir / "results.json").read_text())
+        print(f"{workdir}:\n{table(results)}\n")
+        both = both and {"plan", "hand"} <= results.keys()
+    if both:
+        if len(workdirs) > 1:
+            print(seed_means(workdirs, ["plan", "hand"]) + "\n")
+        print(paired(workdirs, "plan", "hand"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
-    parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "hippocampus_plan")
+    parser.add_argument(
+        "--workdir",
+        type=pathlib.Path,
+        nargs="+",
+        default=[REPO / "runs" / "hippocampus_plan"],
+        help="where the arms run; with --table, several (one training seed each) are compared",
+    )
     parser.add_argument("--minutes", type=float, default=17.0, help="wall clock per arm")
     parser.add_argument("--arms", default="plan,hand,monai", help="comma-separated")
     parser.add_argument("--seed", type=int, default=0, help="of the subject split")
@@ -322,13 +371,13 @@ def main(argv: list[str] | None = None) -> None:
         "--table", action="store_true", help="print <workdir>/results.json as markdown, run none"
     )
     args = parser.parse_args(argv)
-    saved = args.workdir / "results.json"
     if args.table:
-        results = json.loads(saved.read_text())
-        print(table(results))
-        if {"plan", "hand"} <= results.keys():
-            print("\n" + paired(args.workdir, "plan", "hand"))
+        print_tables(args.workdir)
         return
+    if len(args.workdir) > 1:
+        parser.error("the arms run in one --workdir; give several only with --table")
+    args.workdir = args.workdir[0]
+    saved = args.workdir / "results.json"
     args.arms = set(args.arms.split(","))
     if not (args.data / "dataset.json").is_file():
         raise SystemExit(f"{args.data}: no dataset.json; give --data the MSD hippocampus folder")

@@ -173,14 +173,25 @@ def test_the_hippocampus_benchmark_splits_by_subject_and_answers_help(tmp_path):
     assert result.returncode == 0 and "split by subject" in result.stdout.lower()
 
 
+def _per_case_csvs(folder, values):
+    """Writes folder/ARM/eval_validation/per_case.csv from arm -> (case, class) -> (dice, hd95)
+    at the deepest head (2), fast mode, beside decoys: head 1 and the accurate mode."""
+    header = "case,split,depth,mode,class,dice,hd95\n"
+    for arm, cases in values.items():
+        rows = [f"{c},validation,1,fast,{k},0.0,99.0" for (c, k) in cases]
+        rows += [f"{c},validation,2,accurate,{k},0.0,99.0" for (c, k) in cases]
+        rows += [f"{c},validation,2,fast,{k},{d},{h}" for (c, k), (d, h) in cases.items()]
+        (folder / arm / "eval_validation").mkdir(parents=True)
+        (folder / arm / "eval_validation" / "per_case.csv").write_text(header + "\n".join(rows))
+
+
 def test_the_hippocampus_benchmark_pairs_plan_and_hand_case_by_case(tmp_path):
     """Hand-built per_case.csv files: the table's differences are the per-case means (deepest
-    head, fast mode; the shallower head and the accurate mode are ignored) and HD95 counts a
-    smaller distance as better."""
-    from benchmarks.hippocampus_plan import paired
+    head, fast mode; the shallower head and the accurate mode are ignored), HD95 counts a
+    smaller distance as better, and a second seed's run is averaged in case by case."""
+    from benchmarks.hippocampus_plan import paired, seed_means
 
-    header = "case,split,depth,mode,class,dice,hd95\n"
-    values = {  # arm -> (case, class) -> (dice, hd95) at depth 2, fast
+    seed_0 = {
         "plan": {
             ("a", 1): (0.8, 2.0),
             ("b", 1): (0.6, 5.0),
@@ -194,16 +205,28 @@ def test_the_hippocampus_benchmark_pairs_plan_and_hand_case_by_case(tmp_path):
             ("b", 2): (0.8, 2.0),
         },
     }
-    for arm, cases in values.items():
-        rows = [f"{c},validation,1,fast,{k},0.0,99.0" for (c, k) in cases]  # a shallower head
-        rows += [f"{c},validation,2,accurate,{k},0.0,99.0" for (c, k) in cases]
-        rows += [f"{c},validation,2,fast,{k},{d},{h}" for (c, k), (d, h) in cases.items()]
-        folder = tmp_path / arm / "eval_validation"
-        folder.mkdir(parents=True)
-        (folder / "per_case.csv").write_text(header + "\n".join(rows) + "\n")
-    lines = {line.split(" | ")[0]: line for line in paired(tmp_path, "plan", "hand").splitlines()}
+    _per_case_csvs(tmp_path / "s0", seed_0)
+    table = paired([tmp_path / "s0"], "plan", "hand")
+    lines = {line.split(" | ")[0]: line for line in table.splitlines()}
     assert lines["| dice Anterior"].startswith("| dice Anterior | +0.000 [")  # +0.1 and -0.1
     assert lines["| dice Anterior"].endswith("| 1 of 2 |")
     assert lines["| dice Posterior"].startswith("| dice Posterior | +0.050 [")  # 0 and +0.1
     assert lines["| hd95 Anterior"].startswith("| hd95 Anterior | +0.000 [")  # -1 and +1
     assert lines["| hd95 Posterior"].endswith("| 1 of 2 |")  # 3 vs 3 is no better; 1 < 2 is
+    # Seed 1: plan Anterior 0.6 on both cases, hand 0.7. Averaged over the seeds, plan has
+    # a 0.7, b 0.6 against hand's 0.7, 0.7: differences 0 and -0.1, better on neither case.
+    seed_1 = {arm: dict(cases) for arm, cases in seed_0.items()}
+    seed_1["plan"].update({("a", 1): (0.6, 2.0), ("b", 1): (0.6, 5.0)})
+    _per_case_csvs(tmp_path / "s1", seed_1)
+    table = paired([tmp_path / "s0", tmp_path / "s1"], "plan", "hand")
+    lines = {line.split(" | ")[0]: line for line in table.splitlines()}
+    assert lines["| dice Anterior"].startswith("| dice Anterior | -0.050 [")
+    assert lines["| dice Anterior"].endswith("| 0 of 2 |")
+    assert lines["| dice Posterior"].startswith("| dice Posterior | +0.050 [")
+    means = seed_means([tmp_path / "s0", tmp_path / "s1"], ["plan"]).splitlines()
+    # plan: seed 0 Anterior 0.7, Posterior 0.8; seed 1 Anterior 0.6, Posterior 0.8
+    assert means[2:] == [
+        "| plan | s0 | 0.700 | 0.800 | 0.750 |",
+        "| plan | s1 | 0.600 | 0.800 | 0.700 |",
+        "| plan | mean of 2 | 0.650 | 0.800 | 0.725 |",
+    ]
