@@ -122,10 +122,13 @@ def intervals(num_steps: int) -> dict:
     """Evaluate EVALUATIONS times, the last at the final step; checkpoint CHECKPOINTS times, so
     a crash loses at most a tenth of the run (and none of them more often than every 10
     steps)."""
-    evaluate = max(1, min(num_steps, max(10, math.ceil(num_steps / EVALUATIONS))))
-    checkpoint = max(1, min(num_steps, max(10, math.ceil(num_steps / CHECKPOINTS))))
+
+    def every(times: int) -> int:
+        return max(1, min(num_steps, max(10, math.ceil(num_steps / times))))
+
+    checkpoint = every(CHECKPOINTS)
     return {
-        "train.eval_every": evaluate,
+        "train.eval_every": every(EVALUATIONS),
         "train.checkpoint_every": checkpoint,
         "train.log_every": max(1, min(50, checkpoint // 5)),
     }
