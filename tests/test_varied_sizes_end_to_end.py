@@ -42,7 +42,7 @@ def test_varied_sizes_are_validated_and_evaluated_whole(tmp_path):
         "train.py", "--config", "configs/tiny.py", "--workdir", str(workdir), *common,
         "--config.train.num_steps=4", "--config.train.eval_every=4",
     )  # fmt: skip
-    assert "scored at full size, overlap-tiled with 32-pixel tiles" in completed.stdout
+    assert "scored at full size, overlap-tiled with 32x32 tiles" in completed.stdout
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     validation = [r for r in records if r["split"] == "val"]
     assert validation and 0 <= validation[-1]["iou_L2"] <= 1 and np.isfinite(validation[-1]["loss"])
@@ -60,7 +60,7 @@ def test_varied_sizes_are_validated_and_evaluated_whole(tmp_path):
     run("evaluate.py", "--model", str(workdir), "--split", "test", "--repeats", "1",
         "--manual-dir", str(moved), "--output", str(out))  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["scored"] == "full images, overlap-tiled with 32-pixel tiles"
+    assert summary["scored"] == "full images, overlap-tiled with 32x32 tiles"
     with open(out / "per_case.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["case"] for r in rows} == set(splits["test"])  # the cases, by their file stems

@@ -22,6 +22,7 @@ from unetjax import (
     backend,
     checkpoint,
     data,
+    inference,
     models,
     optim,
     parallel,
@@ -219,11 +220,11 @@ def validation_evaluator(
     )
     tile = None
     if dataset.scored_at_full_size("validation"):
-        tile = TileOptions(max(config.data.patch_size))
+        tile = TileOptions(tuple(inference.default_tile(config)))  # as `predict` tiles them
         logger.info(
             "validation images vary in size: each is scored at full size, overlap-tiled with "
-            "%d-pixel tiles",
-            tile.tile,
+            "%s tiles",
+            "x".join(map(str, tile.tile)),
         )
     return evaluator.make(
         network,

@@ -50,11 +50,14 @@ def latency_ms(predict, image: np.ndarray, repeats: int) -> float:
     return statistics.median(times)
 
 
-def scored_text(data_config: ml_collections.ConfigDict, tile: int | None) -> str:
+def scored_text(data_config: ml_collections.ConfigDict, tile: int | Sequence[int] | None) -> str:
     """What each case's metrics were computed on, for every table and figure."""
     if data_config.get("eval_patch_size"):
         return f"centre crops of {tuple(data_config.eval_patch_size)}"
-    return "full images" + (f", overlap-tiled with {tile}-pixel tiles" if tile else "")
+    if not tile:
+        return "full images"
+    size = str(tile) if isinstance(tile, int) else "x".join(map(str, tile))
+    return f"full images, overlap-tiled with {size} tiles"
 
 
 def pruning_table(
@@ -67,7 +70,7 @@ def pruning_table(
     threshold: float | None = None,
     sweep: bool = False,
     batch_size: int = 4,
-    tile: int = 0,
+    tile: int | Sequence[int] = 0,
     dtype: str | None = None,
     repeats: int = 10,
     image_size: Sequence[int] | None = None,
@@ -80,7 +83,8 @@ def pruning_table(
     its scores, parameters and latency, the per-case rows, and what could not be served.
 
     threshold: default the run's train.eval_threshold (0.5). tile: 0 scores whole images, except
-    where the split's images vary in size: there tiles of the training patch size.
+    where the split's images vary in size: there they are predicted as `predict` predicts them
+    (the run's `inference.default_tile`, the training patch size).
     data_config: the run's `config.data` with any paths moved since training.
     report_cases: pictures of the worst cases kept per setting for report.html (0: none).
     progress: progress bars on a terminal (preparing the data, each setting's pass).
@@ -103,7 +107,8 @@ def pruning_table(
     if not tile and (
         dataset.scored_at_full_size(split) or (sweep and dataset.scored_at_full_size("validation"))
     ):
-        tile = max(int(t) for t in data_config.patch_size)  # compiled once for many sizes
+        # Fixed-shape tiles compile once for all sizes; an imported model's may be None (whole).
+        tile = tuple(inference.default_tile(config) or ()) or 0
     tile_options = TileOptions(tile, batch_size=batch_size) if tile else None
     options = {"batch_size": batch_size, "tile": tile_options, "thresholds": thresholds}
     rows, case_rows, loaded, timing_image = [], [], set(), None

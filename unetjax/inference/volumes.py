@@ -90,9 +90,10 @@ def group_cases(files: Sequence[pathlib.Path]) -> list[VolumeCase]:
 def sliding_window(
     predictor: Predictor, tile: int | Sequence[int] | None, **options
 ) -> TileOptions:
-    """The tiles: `tile` per axis, or the run's training patch size; overlap half a tile."""
+    """The tiles: `tile` per axis, or the run's (`Predictor.default_tile`, its training patch
+    size); overlap half a tile."""
     if not tile:
-        tile = tuple(int(t) for t in predictor.config.data.patch_size)
+        tile = tuple(predictor.default_tile)
     return TileOptions(tile=tile, **options)
 
 
