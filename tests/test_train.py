@@ -365,3 +365,18 @@ def test_a_mistyped_override_is_an_error(tmp_path):
     )
     assert completed.returncode != 0
     assert "batchsize" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "form", [["--config.data.eval_patch_size=None"], ["--config.data.eval_patch_size", "None"]]
+)
+def test_none_on_the_command_line_unsets_a_tuple_field(form, monkeypatch):
+    """ml_collections alone reads None for a tuple field as (None,). Its override flags follow
+    sys.argv, as they do when train.py runs."""
+    from unetjax.cli import train as train_cli
+
+    for extra, expected in ((form, None), ([], (16, 56, 64))):
+        argv = ["--config", "configs/decathlon_liver.py", *extra]
+        monkeypatch.setattr(sys, "argv", ["train.py", *argv])
+        config, _, _ = train_cli.parse_args(argv)
+        assert config.data.eval_patch_size == expected

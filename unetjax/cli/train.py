@@ -1,6 +1,7 @@
 """Train a U-Net family model: `unetjax-train --config configs/unetpp_l4.py [--workdir DIR]`.
 
-Override any config field with `--config.train.batch_size=16`; a mistyped key is an error.
+Override any config field with `--config.train.batch_size=16`; a mistyped key is an error;
+`--config.data.eval_patch_size=None` unsets a field (a tuple too).
 Rerunning the same command continues from the latest checkpoint in --workdir (default
 runs/<config name>). One training at a time per --workdir: another is refused (exit 2, naming
 its pid and host), or waited for with --wait_for_lock. The logic lives in `unetjax.train`; this
@@ -60,6 +61,12 @@ def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, boo
     if flag_values.config is None:
         raise common.UsageError("--config is required, e.g. --config configs/tiny.py")
     config_path = flag_values["config"].config_filename
+    for key in none_overrides(argv):  # ml_collections reads None for a tuple field as (None,)
+        *parents, leaf = key.split(".")
+        section = flag_values.config
+        for name in parents:
+            section = section[name]
+        section[leaf] = None
     if "plan" in flag_values.config:  # a planned config: the keys given here win over the plan
         flag_values.config.plan.overrides = override_keys(argv)
     workdir = flag_values.workdir or os.path.join(
@@ -72,6 +79,20 @@ def override_keys(argv: Sequence[str]) -> tuple[str, ...]:
     """The config keys set on the command line: --config.a.b=v or --config.a.b v."""
     prefix = "--config."
     return tuple(arg[len(prefix) :].split("=", 1)[0] for arg in argv if arg.startswith(prefix))
+
+
+def none_overrides(argv: Sequence[str]) -> tuple[str, ...]:
+    """The config keys set to None on the command line: --config.a.b=None or --config.a.b None."""
+    prefix, keys = "--config.", []
+    for index, arg in enumerate(argv):
+        if not arg.startswith(prefix):
+            continue
+        key, equals, value = arg[len(prefix) :].partition("=")
+        if not equals:
+            value = argv[index + 1] if index + 1 < len(argv) else ""
+        if value == "None":
+            keys.append(key)
+    return tuple(keys)
 
 
 def main(argv: list[str]) -> int:
