@@ -150,3 +150,36 @@ def test_size_buckets_are_few_aligned_and_close_to_the_size():
     for size in sizes:
         bucket = tiling.bucket_size(size, 16)
         assert bucket >= size and bucket % 16 == 0 and bucket <= 1.34 * size + 16
+
+
+@pytest.mark.parametrize("tile", [None, tiling.TileOptions((8, 8, 8))])
+def test_a_volume_smaller_than_the_patch_is_predicted_padded_as_training_pads_it(tile):
+    """With pad_to (a volume run's patch), the network sees the case centred in a border of each
+    channel's minimum, as training's patches show it (`volumes.transforms.pad_to_shape`), and the
+    prediction comes back at the case's size and place."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(5, 6, 8, 2)).astype(np.float32)
+    seen = []
+
+    def predict_fn(batch):
+        seen.append(np.asarray(batch))
+        return batch  # "probabilities" equal to the input: the crop back is checked exactly
+
+    out = tiling.predict_image(predict_fn, image, tile, align=4, bucket=True, pad_to=(8, 8, 8))
+    np.testing.assert_array_equal(out, image)
+    shown = seen[0][0]
+    assert shown.shape == (8, 8, 8, 2)
+    # Centred: (8 - 5) // 2 = 1 before on the first axis, (8 - 6) // 2 = 1 on the second.
+    np.testing.assert_array_equal(shown[1:6, 1:7, :], image)
+    for c in range(2):
+        border = np.ones((8, 8, 8), bool)
+        border[1:6, 1:7, :] = False
+        assert np.all(shown[..., c][border] == image[..., c].min())
+
+
+def test_only_kinds_that_pad_small_images_pad_them_in_prediction():
+    from unetjax.data import kinds
+
+    assert kinds.padded_patch({"name": "decathlon", "patch_size": [40, 56, 40]}) == (40, 56, 40)
+    assert kinds.padded_patch({"name": "image_folder", "patch_size": [64, 64]}) is None
+    assert kinds.padded_patch(None) is None

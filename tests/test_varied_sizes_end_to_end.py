@@ -42,7 +42,9 @@ def test_varied_sizes_are_validated_and_evaluated_whole(tmp_path):
         "train.py", "--config", "configs/tiny.py", "--workdir", str(workdir), *common,
         "--config.train.num_steps=4", "--config.train.eval_every=4",
     )  # fmt: skip
-    assert "scored at full size, overlap-tiled with 32x32 tiles" in completed.stdout
+    assert "scored at full size as predict predicts them, overlap-tiled with 32x32 tiles" in (
+        completed.stdout
+    )
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     validation = [r for r in records if r["split"] == "val"]
     assert validation and 0 <= validation[-1]["iou_L2"] <= 1 and np.isfinite(validation[-1]["loss"])

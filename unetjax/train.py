@@ -222,8 +222,8 @@ def validation_evaluator(
     if dataset.scored_at_full_size("validation"):
         tile = TileOptions(tuple(inference.default_tile(config)))  # as `predict` tiles them
         logger.info(
-            "validation images vary in size: each is scored at full size, overlap-tiled with "
-            "%s tiles",
+            "validation images are each scored at full size as predict predicts them, "
+            "overlap-tiled with %s tiles",
             "x".join(map(str, tile.tile)),
         )
     return evaluator.make(

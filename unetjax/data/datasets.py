@@ -86,8 +86,16 @@ class Dataset:
         return self.summary["normalization"]
 
     def scored_at_full_size(self, split: str) -> bool:
-        """Whether `split` is scored one whole image at a time (`eval_examples`): its images
-        differ in size and no data.eval_patch_size crops them to one (`eval_batches` stacks)."""
+        """Whether `split` is scored one whole image at a time (`eval_examples`), as `predict`
+        predicts it: its images differ in size (`varied_sizes`), or they are volumes that no
+        data.eval_patch_size crops (predicted padded as training pads them)."""
+        if self.varied_sizes(split):
+            return True
+        return self.config.eval_patch_size is None and self.kind.pads_small_images
+
+    def varied_sizes(self, split: str) -> bool:
+        """Whether `split`'s images differ in size and no data.eval_patch_size crops them to one,
+        so `eval_batches` cannot stack them."""
         return self.config.eval_patch_size is None and self.info.uniform_size.get(split) is False
 
     def split_name(self, split: str) -> str:

@@ -91,3 +91,11 @@ def get(name: str) -> DatasetKind:
 def names() -> tuple[str, ...]:
     """The registered names, in registration order."""
     return tuple(_KINDS)
+
+
+def padded_patch(data_config) -> tuple[int, ...] | None:
+    """The patch that training pads smaller images to, for a kind that pads them
+    (`pads_small_images`); prediction pads them alike (`tiling.pad_with_minimum`). Else None."""
+    if not data_config or not get(data_config.get("name")).pads_small_images:
+        return None
+    return tuple(int(p) for p in data_config["patch_size"])

@@ -89,11 +89,11 @@ def eval_batches(
 
     Every process yields the same number of batches; padding samples (zeros) are marked
     `valid` False. Full images must share one size within the split for fixed shapes: for
-    images of different sizes (`dataset.scored_at_full_size(split)`) this raises at once,
-    naming `eval_examples`.
+    images of different sizes (`dataset.varied_sizes(split)`) this raises at once, naming
+    `eval_examples`.
     """
     info = dataset.info
-    if dataset.scored_at_full_size(split):
+    if dataset.varied_sizes(split):
         sizes = dataset.summary["splits"].get(split, {})
         seen = (
             f" ({_size(sizes['size_min'])} to {_size(sizes['size_max'])})"

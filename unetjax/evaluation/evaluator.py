@@ -346,6 +346,7 @@ class FullSizeEvaluator(Evaluator):
     def passes(self, state):
         network, num_settings = self.network, len(self.network.settings)
         predict = lambda tiles: np.asarray(self._flat(state, tiles))  # noqa: E731
+        pad = data.kinds.padded_patch(self.dataset.config)  # small volumes: as training pads
         for example in data.eval_examples(
             self.dataset,
             self.split,
@@ -353,7 +354,7 @@ class FullSizeEvaluator(Evaluator):
             process_count=jax.process_count(),
         ):
             flat = tiling.predict_image(
-                predict, example["image"], self.tile, align=network.align, bucket=True
+                predict, example["image"], self.tile, align=network.align, bucket=True, pad_to=pad
             )
             probabilities = flat.reshape(*flat.shape[:-1], num_settings, -1)[None]
             logits = tuple(

@@ -202,8 +202,15 @@ class Predictor:
         return mean_over_flips(predict, batch, self.flips(tta), flip)[0]
 
     def _predict_one(self, image: np.ndarray, tile: TileOptions | None, bucket: bool) -> np.ndarray:
+        from unetjax.data import kinds
+
         return tiling.predict_image(
-            self.predict_batch, image, tile, align=self.align, bucket=bucket
+            self.predict_batch,
+            image,
+            tile,
+            align=self.align,
+            bucket=bucket,
+            pad_to=kinds.padded_patch(self._data),
         )
 
     @property

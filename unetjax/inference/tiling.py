@@ -95,6 +95,29 @@ def pad_to_multiple(
     return _mirror_pad(image, padding), crop
 
 
+def pad_with_minimum(
+    image: np.ndarray, shape: Sequence[int]
+) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """(*spatial, C) padded, centred, to at least `shape` per axis with each channel's minimum,
+    what lies outside a scan (air in CT, the dark background of MR): how volume training pads a
+    case smaller than its patch, so prediction shows the network the same border.
+
+    Returns the padded image and the slices that crop a prediction back to the input's size.
+    """
+    spatial = image.shape[:-1]
+    extra = np.maximum(np.asarray(shape) - spatial, 0)
+    before = extra // 2
+    crop = tuple(slice(int(b), int(b) + s) for b, s in zip(before, spatial, strict=True))
+    if not extra.any():
+        return image, crop
+    widths = [(int(b), int(e - b)) for b, e in zip(before, extra, strict=True)]
+    lowest = image.reshape(-1, image.shape[-1]).min(axis=0)
+    channels = [
+        np.pad(image[..., c], widths, constant_values=lowest[c]) for c in range(image.shape[-1])
+    ]
+    return np.stack(channels, axis=-1), crop
+
+
 def _mirror_pad(image: np.ndarray, padding: Sequence[tuple[int, int]]) -> np.ndarray:
     # "reflect" needs two pixels along an axis; a single row or column can only be repeated.
     mode = "reflect" if min(image.shape[:-1]) > 1 else "edge"
@@ -255,10 +278,17 @@ def predict_image(
     *,
     align: int | Sequence[int],
     bucket: bool = False,
+    pad_to: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Probabilities (*spatial, K) of one image (*spatial, C) of any size, as `predict` gives
     them: whole (mirror-padded at its end to a multiple of `align`, or with `bucket` to a size
-    bucket, and cropped back), or with `tile` tile by tile (with `bucket`, fixed-shape tiles)."""
+    bucket, and cropped back), or with `tile` tile by tile (with `bucket`, fixed-shape tiles).
+    With `pad_to` (a volume run's patch), an image smaller than it is first padded as training
+    padded it (`pad_with_minimum`) and the prediction cropped back."""
+    if pad_to is not None:
+        padded, crop = pad_with_minimum(image, pad_to)
+        if padded is not image:
+            return predict_image(predict_fn, padded, tile, align=align, bucket=bucket)[crop]
     if tile is None:
         padded, crop = (pad_to_bucket if bucket else pad_to_multiple)(image, align)
         return np.asarray(predict_fn(padded[None]))[0][crop]

@@ -31,6 +31,7 @@ import numpy as np
 
 from unetjax.data import transforms
 from unetjax.data.volumes import patch_sampling
+from unetjax.inference import tiling
 
 
 def pad_to_shape(
@@ -38,16 +39,12 @@ def pad_to_shape(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, mask) padded (centred) to at least `shape` per axis as step 1 of the module doc
     says, and the voxels added before each axis."""
-    extra = np.maximum(np.asarray(shape) - mask.shape, 0)
-    before = extra // 2
-    if not extra.any():
+    padded, crop = tiling.pad_with_minimum(image, shape)
+    before = np.asarray([box.start for box in crop])
+    if padded is image:
         return image, mask, before
-    widths = [(int(b), int(e - b)) for b, e in zip(before, extra, strict=True)]
-    lowest = image.reshape(-1, image.shape[-1]).min(axis=0)
-    channels = [
-        np.pad(image[..., c], widths, constant_values=lowest[c]) for c in range(image.shape[-1])
-    ]
-    return np.stack(channels, axis=-1), np.pad(mask, widths), before
+    widths = [(box.start, p - box.stop) for box, p in zip(crop, padded.shape, strict=False)]
+    return padded, np.pad(mask, widths), before
 
 
 def normalised_intensity_transform(
