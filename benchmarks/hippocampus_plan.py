@@ -18,11 +18,14 @@ reported, not charged, as a plan is made once per dataset and machine):
          off) at the plan's patch and batch, Adam 3e-3, Dice + cross-entropy, batches from the
          same unetjax pipeline.
 unetjax arms are scored by `evaluate.py --split validation` (Dice per class, HD95, per head and
-for the accurate mode, bootstrap CIs in summary.json, per case in per_case.csv); the MONAI arm
-by the same Dice and `evaluation.surface.hd95` on the same validation crops, kept per case, with
-the same bootstrap CIs. Writes <workdir>/results.json (arms run separately are added to it)
-and prints it; --table prints it as markdown, with the per-case differences plan minus hand
-(paired, on the same held-out cases). Runs with other --train-seed values go in other workdirs;
+for the accurate mode, bootstrap CIs in summary.json, per case in per_case.csv), whole volumes
+predicted as `predict` predicts them; the MONAI arm by the same Dice and
+`evaluation.surface.hd95` on the same whole volumes, predicted by MONAI's
+`sliding_window_inference` at the plan's patch (overlap 0.5, Gaussian, a small case padded with
+its minimum as in training), kept per case, with the same bootstrap CIs. Writes
+<workdir>/results.json (arms run separately are added to it) and prints it; --table prints it
+as markdown, with the per-case differences plan minus hand (paired, on the same held-out
+cases). Runs with other --train-seed values go in other workdirs;
 `--table --workdir A B C` then also prints each seed's mean Dice and the differences of the
 seed-averaged cases. Needs a quiet machine: the arms are compared at equal wall-clock time.
 """
@@ -157,7 +160,7 @@ def unetjax_arms(args, split) -> dict:
             "--config.model.base_filters=16",
             "--config.model.depth=3",
             "--config.data.patch_size=(40, 56, 40)",
-            "--config.data.eval_patch_size=(48, 64, 48)",
+            "--config.data.eval_patch_size=None",  # whole volumes, tiled as `predict` tiles them
             "--config.train.batch_size=2",
             f"--config.train.num_steps={round(400 * args.minutes / 17)}",
         ]
@@ -170,6 +173,7 @@ def monai_arm(args) -> dict:
     """BasicUNetPlusPlus at the plan's patch and batch, on the plan run's prepared data."""
     import ml_collections
     import torch
+    from monai.inferers import sliding_window_inference
     from monai.losses import DiceCELoss
     from monai.networks.nets import BasicUNetPlusPlus
 
@@ -203,12 +207,19 @@ def monai_arm(args) -> dict:
     net.eval()
     scores = {name: {"dice": [], "hd95": []} for name in CLASSES.values()}
     with torch.no_grad():
-        for batch in data.eval_batches(dataset, "validation", batch_size=1):
-            if not batch["valid"][0]:
-                continue
-            image = torch.from_numpy(np.moveaxis(batch["image"], -1, 1).copy())
-            predicted = net(image)[0].argmax(1).numpy()[0]
-            reference = batch["mask"][0]
+        for example in data.eval_examples(dataset, "validation"):
+            image = torch.from_numpy(np.moveaxis(example["image"], -1, 0)[None].copy())
+            logits = sliding_window_inference(
+                image,
+                tuple(config.data.patch_size),
+                4,
+                lambda x: net(x)[0],
+                overlap=0.5,
+                mode="gaussian",
+                cval=float(example["image"].min()),  # a small case padded as training padded it
+            )
+            predicted = logits.argmax(1).numpy()[0]
+            reference = example["mask"]
             for value, name in CLASSES.items():
                 p, r = predicted == value, reference == value
                 scores[name]["dice"].append(2 * (p & r).sum() / max(p.sum() + r.sum(), 1))

@@ -7,8 +7,8 @@ At train start the plan beside the data (DIR/plans.json, or plan.file) is reused
 hash matches DIR's files, refused when it was made for other data (both hashes named), and made
 anew otherwise (`unetjax.planning`: target spacing, patch, depth, filters, batch fitted to
 plan.memory_gb by compiling the train step, steps for plan.hours from a timed step, optimiser,
-augmentation, evaluation crop). Each planned value lands in its ordinary config field; a field
-given on the command line (--config.train.batch_size=4) wins and is recorded in
+augmentation, how validation is scored). Each planned value lands in its ordinary config
+field; a field given on the command line (--config.train.batch_size=4) wins and is recorded in
 plan.overridden and in the run's plans.json. The values below only stand in until then (they
 build a model, so this file loads without data). Expected results: docs/medical.md.
 """

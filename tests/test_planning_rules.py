@@ -151,6 +151,7 @@ def test_a_short_time_budget_drops_the_batch_then_halves_the_filters(
     assert ("narrowed" in plan["reasons"]["time fit"]) == narrowed_batch
     assert config["model.norm"] == norm
     assert config["optimizer.name"] == ("adam" if norm == "batch" else "sgd")
+    assert config["data.elastic_prob"] == (0.2 if norm == "batch" else 0.0)
     assert plan["measured_model"]["norm"] == norm
 
 
@@ -168,6 +169,7 @@ def test_the_chosen_norm_is_timed_again_and_the_run_keeps_the_recipe_its_fit_dec
     config = plan["config"]
     assert config["train.num_steps"] == 5760 and plan["seconds_per_step"] == 0.5
     assert config["model.norm"] == "batch" and config["optimizer.name"] == "adam"
+    assert config["data.elastic_prob"] == 0.2  # the short recipe's augmentation too
     assert plan["reasons"]["steps"].endswith("timed with batch norm")
 
 
@@ -217,15 +219,37 @@ def test_one_case_gets_a_one_line_reason():
         _plan(_fingerprint((1.0, 1.0, 1.0), (32, 32, 32), num_cases=1), 4)
 
 
-def test_the_evaluation_crop_holds_the_largest_case_and_2d_folders_are_scored_whole():
+def test_validation_scores_whole_volumes_as_predict_does_and_anatomy_is_not_turned():
     fp = _fingerprint((1.0, 1.0, 1.0), (36, 50, 35))
-    config = _plan(fp, 4)["config"]
-    assert all(c >= m for c, m in zip(config["data.eval_patch_size"], fp["max_shape"], strict=True))
-    assert config["data.rot90_prob"] == 0.0  # anatomy: no 90-degree turns
+    plan = _plan(fp, 4)
+    assert plan["config"]["data.eval_patch_size"] is None  # no crop padded beyond the scans
+    assert "as `predict` predicts them" in plan["reasons"]["evaluation"]
+    assert plan["config"]["data.rot90_prob"] == 0.0  # anatomy: no 90-degree turns
     folder = _fingerprint((1.0, 1.0), (300, 400), kind="image_folder")
     folder["class_fractions"] = {"0": 0.8, "255": 0.2}
     config = _plan(folder, 4)["config"]
     assert config["data.eval_patch_size"] is None and config["data.name"] == "image_folder"
+
+
+def test_a_short_run_deforms_anatomy_elastically_but_not_2d_images():
+    """Elastic deformation is the short recipe's for volumes only: 2D folders keep their
+    90-degree turns and get none (not measured there)."""
+    budget = fits.Budget(2**30, "as asked", 0.1)  # 288 s / 0.5 s: 576 steps, a short run
+    volume = planner.make_plan(
+        _fingerprint((1.0, 1.0, 1.0), (36, 50, 35)),
+        budget,
+        MODEL,
+        peak=_formula_peak,
+        step_seconds=lambda *a: 0.5,
+    )
+    assert volume["config"]["data.elastic_prob"] == 0.2
+    assert "elastic deformation (p 0.2)" in volume["reasons"]["augmentation"]
+    folder = _fingerprint((1.0, 1.0), (300, 400), kind="image_folder")
+    folder["class_fractions"] = {"0": 0.8, "255": 0.2}
+    config = planner.make_plan(
+        folder, budget, MODEL, peak=_formula_peak, step_seconds=lambda *a: 0.5
+    )["config"]
+    assert config["data.elastic_prob"] == 0.0 and config["data.rot90_prob"] == 0.5
 
 
 def test_the_compiled_step_holds_at_least_its_parameters_moments_and_batch():

@@ -3,7 +3,7 @@
 DATA is a Decathlon / nnU-Net folder (dataset.json; 3D), an image folder (images/, masks/;
 2D) or "synthetic_cells". The dataset's fingerprint (spacings, shapes, intensities, classes,
 a hash of the files) decides the target spacing, patch, depth, filters, augmentation and
-evaluation crop; the batch and patch are fitted to the memory budget by compiling the real
+how validation is scored; the batch and patch are fitted to the memory budget by compiling the real
 train step, and the steps to the time budget by timing it. Writes DIR/plans.json (default:
 beside the data) and prints each choice with its reason. Train from it with
 

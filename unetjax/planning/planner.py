@@ -53,9 +53,10 @@ def make_plan(
     if (tuple(model.filters), batch) != fitted:  # narrowed: the run's step compiled again
         used = peak(model, fits.MEASURE_OPTIMIZER, batch, shape.patch)
     num_steps, steps_why = rules.schedule_steps(seconds, budget.hours)
-    optimiser_fields, optimiser_why = rules.optimiser(num_steps, rules.long_run(decided_steps))
-    augment_fields, augment_why = rules.augmentation(fp)
-    crop, crop_why = rules.evaluation_crop(fp, shape)
+    long = rules.long_run(decided_steps)
+    optimiser_fields, optimiser_why = rules.optimiser(num_steps, long)
+    augment_fields, augment_why = rules.augmentation(fp, long)
+    evaluation_why = rules.evaluation(fp)
     spacing, median = fp["target_spacing"], fp["median_shape"]
     smaller = sum(
         any(s < p for s, p in zip(case["shape_after"], shape.patch, strict=True))
@@ -64,7 +65,7 @@ def make_plan(
     config = {
         **rules.data_fields(fp),
         "data.patch_size": shape.patch,
-        "data.eval_patch_size": crop,
+        "data.eval_patch_size": None,
         **augment_fields,
         "model.norm": model.norm,
         "model.depth": shape.depth,
@@ -107,7 +108,7 @@ def make_plan(
         "optimiser": optimiser_why,
         "augmentation": augment_why,
         "dimensionality": rules.dimensionality(fp),
-        "evaluation crop": f"{'whole' if crop is None else fits.shape_text(crop)}: {crop_why}",
+        "evaluation": evaluation_why,
     }
     return {
         "version": VERSION,
