@@ -19,6 +19,8 @@ from unetjax import conv_kernels
         (2, (4, 6, 6), (2, 3), True, 3),
         (2, (5, 6, 7), (4,), False, 3),  # one part in 3D: the depth taps alone
         (2, (1, 4, 4), (2, 3), False, 3),  # a single slice: both taps beside it see zeros
+        # wider than FOLD_TAPS_MAX_CHANNELS: the taps' convolutions summed, not stacked
+        (2, (4, 5, 6), (20, 3), True, 3),
         # per-axis pooling's kernels: one depth tap (thick slices), and 2D's plain form
         (2, (4, 6, 6), (2, 3), True, (1, 3, 3)),
         (2, (6, 8), (3, 5), False, (1, 3)),

@@ -16,7 +16,9 @@ Each part's 3x3x3 convolution with "SAME" padding is computed as three 2D 3x3 co
 per depth tap, over the depth-padded input's slices folded into the batch, summed: XLA:CPU
 runs 3D convolutions through a generic path several times slower than its 2D ones. On the 2-core
 benchmark CPU (quiet, jax 0.10.2): forward 2.6-5.9x and forward + backward 1.9-3.7x faster for
-batch 4 at 64^3 x 16 to 8^3 x 128 channels (`python -m benchmarks.conv3d_taps`). A 3x3 "SAME"
+batch 4 at 64^3 x 16 to 8^3 x 128 channels (`python -m benchmarks.conv3d_taps`). Inputs of
+at most 16 channels instead stack their three shifted slices as channels and convolve once,
+faster again (FOLD_TAPS_MAX_CHANNELS). A 3x3 "SAME"
 convolution keeps XLA's forward and input gradient and writes its own weight gradient
 (`_conv3x3_small_batch`), which pads the input first, for small batches.
 
@@ -92,19 +94,40 @@ def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.A
     )
 
 
+# Inputs of at most this many channels are convolved with their depth taps side by side as
+# channels (`_conv3d_by_depth_taps`): one 2D convolution with kd times the channels, not kd of
+# them summed. On the quiet 2-core CPU at 16 channels forward + backward ran 1.30x (b4 @ 64^3)
+# and 1.39x (b1 @ 128^3) faster, the forward alone level; the hippocampus plan's UNet++ (16..128,
+# 40x56x40) 1.12x faster in its train step (b2) and its forward (b4). At 32 channels the train
+# step gained nothing more and the forward ran up to 1.2x slower; at 64 and 128 the forms are
+# level (benchmarks/RESULTS.md, `python -m benchmarks.conv3d_taps`).
+FOLD_TAPS_MAX_CHANNELS = 16
+
+
 def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
-    """(B, D, H, W, C) * (kd, kh, kw, C, O), all odd, "SAME": the sum over depth taps t of the
-    2D convolution of slices d - kd // 2 + t (zeros outside) with kernel[t], slices folded
-    into the batch (kd = 1: one 2D convolution of every slice)."""
+    """(B, D, H, W, C) * (kd, kh, kw, C, O), all odd, "SAME", as 2D convolutions of the slices
+    folded into the batch: for each depth tap t, slices d - kd // 2 + t (zeros outside) with
+    kernel[t]. Up to FOLD_TAPS_MAX_CHANNELS channels the kd shifted slices are concatenated
+    along the channels and convolved once with the taps' kernels stacked the same way; wider
+    inputs sum kd convolutions (kd = 1: one 2D convolution of every slice either way)."""
     batch, depth, height, width, channels = x.shape
     taps, half = kernel.shape[0], kernel.shape[0] // 2
     padded = jnp.pad(x, ((0, 0), (half, half), (0, 0), (0, 0), (0, 0))) if half else x
+    shifted = [
+        padded[:, tap : tap + depth].reshape(batch * depth, height, width, channels)
+        for tap in range(taps)
+    ]
+    if channels <= FOLD_TAPS_MAX_CHANNELS:
+        # Channel index tap * C + c on both sides: kernel (kh, kw, kd * C, O).
+        stacked = jnp.moveaxis(kernel, 0, 2).reshape(*kernel.shape[1:3], taps * channels, -1)
+        pairs = [(jnp.concatenate(shifted, axis=-1) if taps > 1 else shifted[0], stacked)]
+    else:
+        pairs = list(zip(shifted, kernel, strict=True))
     y = None
-    for tap in range(taps):
-        slices = padded[:, tap : tap + depth].reshape(batch * depth, height, width, channels)
+    for slices, slice_kernel in pairs:
         term = jax.lax.conv_general_dilated(
             slices,
-            kernel[tap],
+            slice_kernel,
             (1, 1),
             "SAME",
             dimension_numbers=_NHWC,
