@@ -38,18 +38,8 @@ def lax_conv3d(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def depth_taps(stack_up_to: int):
-    """The project's depth-tap form with taps stacked as channels up to `stack_up_to` channels
-    (the module constant is read when the form is traced, so each form is traced here)."""
-
-    def form(x: jax.Array, kernel: jax.Array) -> jax.Array:
-        kept = conv_kernels.FOLD_TAPS_MAX_CHANNELS
-        conv_kernels.FOLD_TAPS_MAX_CHANNELS = stack_up_to
-        try:
-            return conv_kernels._conv3d_by_depth_taps(x, kernel, None)
-        finally:
-            conv_kernels.FOLD_TAPS_MAX_CHANNELS = kept
-
-    return form
+    """The project's depth-tap form, taps stacked as channels up to `stack_up_to` channels."""
+    return lambda x, kernel: conv_kernels._conv3d_by_depth_taps(x, kernel, None, stack_up_to)
 
 
 FORMS = {"lax3d": lax_conv3d, "taps summed": depth_taps(0), "taps stacked": depth_taps(1 << 30)}

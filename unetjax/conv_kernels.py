@@ -104,12 +104,14 @@ def _convolve(x: jax.Array, kernel: jax.Array, padding: str, precision) -> jax.A
 FOLD_TAPS_MAX_CHANNELS = 16
 
 
-def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+def _conv3d_by_depth_taps(
+    x: jax.Array, kernel: jax.Array, precision, stack_up_to: int = FOLD_TAPS_MAX_CHANNELS
+) -> jax.Array:
     """(B, D, H, W, C) * (kd, kh, kw, C, O), all odd, "SAME", as 2D convolutions of the slices
     folded into the batch: for each depth tap t, slices d - kd // 2 + t (zeros outside) with
-    kernel[t]. Up to FOLD_TAPS_MAX_CHANNELS channels the kd shifted slices are concatenated
-    along the channels and convolved once with the taps' kernels stacked the same way; wider
-    inputs sum kd convolutions (kd = 1: one 2D convolution of every slice either way)."""
+    kernel[t]. Up to `stack_up_to` channels the kd shifted slices are concatenated along the
+    channels and convolved once with the taps' kernels stacked the same way; wider inputs sum
+    kd convolutions (kd = 1: one 2D convolution of every slice either way)."""
     batch, depth, height, width, channels = x.shape
     taps, half = kernel.shape[0], kernel.shape[0] // 2
     padded = jnp.pad(x, ((0, 0), (half, half), (0, 0), (0, 0), (0, 0))) if half else x
@@ -117,10 +119,10 @@ def _conv3d_by_depth_taps(x: jax.Array, kernel: jax.Array, precision) -> jax.Arr
         padded[:, tap : tap + depth].reshape(batch * depth, height, width, channels)
         for tap in range(taps)
     ]
-    if channels <= FOLD_TAPS_MAX_CHANNELS:
+    if channels <= stack_up_to:
         # Channel index tap * C + c on both sides: kernel (kh, kw, kd * C, O).
         stacked = jnp.moveaxis(kernel, 0, 2).reshape(*kernel.shape[1:3], taps * channels, -1)
-        pairs = [(jnp.concatenate(shifted, axis=-1) if taps > 1 else shifted[0], stacked)]
+        pairs = [(jnp.concatenate(shifted, axis=-1), stacked)]
     else:
         pairs = list(zip(shifted, kernel, strict=True))
     y = None
