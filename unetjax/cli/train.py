@@ -75,24 +75,26 @@ def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, boo
     return flag_values.config, workdir, flag_values.wait_for_lock
 
 
+def _config_arguments(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """(key, value) of each --config.a.b=v or --config.a.b v on the command line."""
+    prefix, pairs = "--config.", []
+    for index, arg in enumerate(argv):
+        if arg.startswith(prefix):
+            key, equals, value = arg[len(prefix) :].partition("=")
+            if not equals:
+                value = argv[index + 1] if index + 1 < len(argv) else ""
+            pairs.append((key, value))
+    return pairs
+
+
 def override_keys(argv: Sequence[str]) -> tuple[str, ...]:
     """The config keys set on the command line: --config.a.b=v or --config.a.b v."""
-    prefix = "--config."
-    return tuple(arg[len(prefix) :].split("=", 1)[0] for arg in argv if arg.startswith(prefix))
+    return tuple(key for key, _ in _config_arguments(argv))
 
 
 def none_overrides(argv: Sequence[str]) -> tuple[str, ...]:
     """The config keys set to None on the command line: --config.a.b=None or --config.a.b None."""
-    prefix, keys = "--config.", []
-    for index, arg in enumerate(argv):
-        if not arg.startswith(prefix):
-            continue
-        key, equals, value = arg[len(prefix) :].partition("=")
-        if not equals:
-            value = argv[index + 1] if index + 1 < len(argv) else ""
-        if value == "None":
-            keys.append(key)
-    return tuple(keys)
+    return tuple(key for key, value in _config_arguments(argv) if value == "None")
 
 
 def main(argv: list[str]) -> int:

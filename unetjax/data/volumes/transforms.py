@@ -43,7 +43,7 @@ def pad_to_shape(
     before = np.asarray([box.start for box in crop])
     if padded is image:
         return image, mask, before
-    widths = [(box.start, p - box.stop) for box, p in zip(crop, padded.shape, strict=False)]
+    widths = [(box.start, p - box.stop) for box, p in zip(crop, padded.shape[:-1], strict=True)]
     return padded, np.pad(mask, widths), before
 
 
