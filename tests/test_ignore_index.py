@@ -85,3 +85,46 @@ def test_ignore_index_is_refused_for_sigmoid_outputs():
         losses.segmentation_loss(logits, mask % 2, output_activation="sigmoid", ignore_index=VOID)
     with pytest.raises(ValueError, match="ignore_index=255 is for softmax"):
         counts.confusion_counts(logits, mask % 2, output_activation="sigmoid", ignore_index=VOID)
+
+
+def reference_sigmoid_loss(logits, mask):
+    """Binary: 0.5 x mean binary cross-entropy + 1 - soft Dice (s = 1) per image, float64."""
+    x, y = np.asarray(logits, np.float64)[..., 0], mask.astype(np.float64)
+    p = 1 / (1 + np.exp(-x))
+    ce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
+    axes = tuple(range(1, x.ndim))
+    dice = (2 * (p * y).sum(axes) + 1) / (p.sum(axes) + y.sum(axes) + 1)
+    return 0.5 * ce + 1 - dice.mean()
+
+
+def test_a_scored_region_gives_the_loss_and_counts_of_the_crop_alone():
+    """What full-size evaluation relies on: an image zero-padded to a size bucket, scored only
+    inside its own extent, scores as the unpadded image (sigmoid here, where ignore_index is
+    refused)."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 2, (1, 5, 7, 1)).astype(np.float32)
+    mask = rng.integers(0, 2, (1, 5, 7)).astype(np.int32)
+    padded_logits = np.pad(logits, ((0, 0), (0, 3), (0, 1), (0, 0)))
+    padded_mask = np.pad(mask, ((0, 0), (0, 3), (0, 1)), constant_values=1)
+    scored = np.pad(np.ones(mask.shape, bool), ((0, 0), (0, 3), (0, 1)))
+    loss = losses.segmentation_loss(
+        padded_logits, padded_mask, output_activation="sigmoid", scored=scored
+    )
+    np.testing.assert_allclose(float(loss), reference_sigmoid_loss(logits, mask), rtol=1e-5)
+    got = counts.confusion_counts(
+        padded_logits, padded_mask, output_activation="sigmoid", threshold=0.0, scored=scored
+    )
+    p, t = logits[0, ..., 0] >= 0, mask[0] == 1
+    expected = [(p & t).sum(), (p & ~t).sum(), (~p & t).sum(), (~p & ~t).sum()]
+    np.testing.assert_array_equal(np.asarray(got)[0, 0], expected)
+
+
+def test_a_scored_region_and_void_pixels_are_both_left_out():
+    logits, mask = case(6)
+    scored = np.ones(mask.shape, bool)
+    scored[:, 4:] = False
+    loss = segmentation_loss(
+        logits, mask, output_activation="softmax", ignore_index=VOID, scored=scored
+    )
+    expected = reference_loss(logits[:, :4], mask[:, :4], "image")
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)

@@ -92,21 +92,28 @@ def targets_from_mask(
 
 
 def ignored_pixels(
-    mask: jax.Array, ignore_index: int | None, *, output_activation: str
+    mask: jax.Array,
+    ignore_index: int | None,
+    *,
+    output_activation: str,
+    scored: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """(mask with ignored pixels set to class 0, valid (B, *spatial) bool or None).
 
-    The caller zeroes the targets where not valid; setting those labels to 0 first keeps the
-    one-hot defined whatever `ignore_index` is.
+    Valid pixels are those in `scored` (None: all) whose label is not `ignore_index`. The caller
+    zeroes the targets where not valid; setting those labels to 0 first keeps the one-hot
+    defined whatever `ignore_index` is.
     """
     if ignore_index is None:
-        return mask, None
+        return mask, scored
     if output_activation != "softmax":
         raise ValueError(
             f"ignore_index={ignore_index} is for softmax (multi-class) masks; got "
             f"output_activation={output_activation!r}"
         )
     valid = mask != ignore_index
+    if scored is not None:
+        valid = valid & scored
     return jnp.where(valid, mask, 0), valid
 
 
@@ -120,6 +127,7 @@ def segmentation_loss(
     smooth: float = 1.0,
     dice_reduction: DiceReduction = "image",
     ignore_index: int | None = None,
+    scored: jax.Array | None = None,
 ) -> jax.Array:
     """One head's loss, a float32 scalar: `ce_weight * cross_entropy + 1 - soft_dice`.
 
@@ -132,8 +140,12 @@ def segmentation_loss(
       smooth: Dice smoothing s, >= 0; s > 0 keeps empty masks finite.
       dice_reduction: "image" (per image and class, then averaged) or "batch" (pooled).
       ignore_index: softmax mask value whose pixels are left out of both terms.
+      scored: optional (B, *spatial) bool; pixels outside it are left out of both terms (the
+        padding that gives images of many sizes one compiled shape).
     """
-    mask, valid = ignored_pixels(mask, ignore_index, output_activation=output_activation)
+    mask, valid = ignored_pixels(
+        mask, ignore_index, output_activation=output_activation, scored=scored
+    )
     targets = targets_from_mask(mask, logits.shape, output_activation=output_activation)
     if dice_reduction not in DICE_REDUCTIONS:
         raise ValueError(f"dice_reduction must be one of {DICE_REDUCTIONS}, got {dice_reduction!r}")
@@ -199,6 +211,7 @@ def deep_supervision_loss(
     smooth: float = 1.0,
     dice_reduction: DiceReduction = "image",
     ignore_index: int | None = None,
+    scored: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Deep supervision over the model's heads, all at full resolution against the same mask.
 
@@ -225,6 +238,7 @@ def deep_supervision_loss(
                 smooth=smooth,
                 dice_reduction=dice_reduction,
                 ignore_index=ignore_index,
+                scored=scored,
             )
             for logits in head_logits
         ]

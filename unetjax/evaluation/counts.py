@@ -47,14 +47,17 @@ def confusion_counts(
     output_activation: str,
     threshold: float = 0.5,
     ignore_index: int | None = None,
+    scored: jax.Array | None = None,
 ) -> jax.Array:
     """int32 counts (B, K, 4) of [tp, fp, fn, tn] per image and class.
 
     Prediction: sigmoid -> `probabilities >= threshold` per class; softmax -> argmax over classes
     (threshold unused). Logits work too: for sigmoid, pass `threshold=0.0`. Pixels whose mask is
-    `ignore_index` (softmax) are not counted.
+    `ignore_index` (softmax), or outside `scored` (B, *spatial) where given, are not counted.
     """
-    mask, valid = ignored_pixels(mask, ignore_index, output_activation=output_activation)
+    mask, valid = ignored_pixels(
+        mask, ignore_index, output_activation=output_activation, scored=scored
+    )
     targets = targets_from_mask(mask, probabilities.shape, output_activation=output_activation)
     targets = targets > 0.5
     if output_activation == "sigmoid":
@@ -87,6 +90,7 @@ def counts_at_thresholds(
     output_activation: str,
     thresholds: tuple[float, ...],
     ignore_index: int | None = None,
+    scored: jax.Array | None = None,
 ) -> jax.Array:
     """int32 counts (B, T, K, 4) at each of T sigmoid thresholds (softmax: T identical argmaxes;
     pass one threshold). jit-able with `thresholds` static, as a threshold sweep needs."""
@@ -98,6 +102,7 @@ def counts_at_thresholds(
                 output_activation=output_activation,
                 threshold=threshold,
                 ignore_index=ignore_index,
+                scored=scored,
             )
             for threshold in thresholds
         ],

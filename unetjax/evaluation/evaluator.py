@@ -12,8 +12,9 @@ Two ways to see a split, chosen by `Dataset.scored_at_full_size(split)` (or a ti
   axis, with per-axis pooling) is mirror-padded and cropped back, as `predict` does.
 - `FullSizeEvaluator`: one whole image at a time, predicted exactly as `predict` predicts it
   (`tiling.predict_image`: padded to 2^D and cropped back, overlap-tiled in fixed-shape tiles),
-  then scored on the host. The loss is computed on the blended probabilities (as logits), so it is
-  comparable across evaluations, not with the training loss of patches.
+  then scored in one jit call at a size bucket (`batch_scores.bucketed`; the padding is not
+  scored). The loss is computed on the blended probabilities (as logits), so it is comparable
+  across evaluations, not with the training loss of patches.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from unetjax import backend, data, losses, parallel, progress, steps
-from unetjax.evaluation import case_pictures, counts, heads, scoring
+from unetjax import backend, data, parallel, progress, steps
+from unetjax.evaluation import batch_scores, case_pictures, counts, heads, scoring
 from unetjax.inference import tiling
 from unetjax.inference.tiling import TileOptions
 
@@ -37,8 +37,6 @@ Setting = tuple[int, str]  # (depth, mode)
 # (state, images (B, *spatial, C)) -> (probabilities (B, *spatial, S, K), logits of the first
 # settings, each (B, *spatial, K)): pure and jit-able.
 Forward = Callable[[Any, jax.Array], tuple[jax.Array, tuple[jax.Array, ...]]]
-# Probabilities are clipped this far from 0 and 1 before they are turned back into logits.
-EPSILON = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,43 +122,6 @@ class Scores:
 def training_settings(head_depths: Sequence[int]) -> tuple[Setting, ...]:
     """Each head alone, then all heads' mean: what training validates (`steps.eval_forward`)."""
     return (*((depth, "fast") for depth in head_depths), (max(head_depths), "accurate"))
-
-
-def score_batch(
-    probabilities: jax.Array,
-    logits: Sequence[jax.Array],
-    batch: dict[str, jax.Array],
-    *,
-    output_activation: str,
-    thresholds: tuple[float, ...],
-    ignore_index: int | None,
-) -> dict[str, jax.Array]:
-    """Counts (B, S, T, K, 4) and losses (B, len(logits)) of a batch, the loss with the batch's
-    weight map and both without `ignore_index` pixels; jit-able."""
-    mask, weight = batch["mask"], batch.get("weight")
-    count = [
-        counts.counts_at_thresholds(
-            probabilities[..., setting, :],
-            mask,
-            output_activation=output_activation,
-            thresholds=thresholds,
-            ignore_index=ignore_index,
-        )
-        for setting in range(probabilities.shape[-2])
-    ]
-    if logits:
-        per_case = jax.vmap(
-            lambda logits, mask, weight: losses.deep_supervision_loss(
-                tuple(h[None] for h in logits),
-                mask[None],
-                output_activation=output_activation,
-                weight=None if weight is None else weight[None],
-                ignore_index=ignore_index,
-            )[1]
-        )(tuple(logits), mask, weight)
-    else:
-        per_case = jnp.zeros((mask.shape[0], 0), jnp.float32)
-    return {"counts": jnp.stack(count, axis=1), "losses": per_case}
 
 
 class Evaluator(abc.ABC):
@@ -283,7 +244,7 @@ class BatchedEvaluator(Evaluator):
             region = (slice(None), *(slice(0, size) for size in sizes))
             probabilities = probabilities[region]
             logits = tuple(head[region] for head in logits)
-            scores = score_batch(probabilities, logits, batch, **options)
+            scores = batch_scores.score_batch(probabilities, logits, batch, **options)
             return {**scores, "probabilities": probabilities} if keep else scores
 
         self._step = backend.jit(step, static_argnames=("sizes",))
@@ -320,7 +281,7 @@ def _pad_batch(images: np.ndarray, align: tuple[int, ...]) -> np.ndarray:
 
 
 class FullSizeEvaluator(Evaluator):
-    """One whole image at a time, predicted as `predict` predicts it, scored on the host.
+    """One whole image at a time, predicted as `predict` predicts it, scored at a size bucket.
 
     tile: overlap-tile settings (None: the whole image at once, padded to a size bucket).
     """
@@ -343,6 +304,22 @@ class FullSizeEvaluator(Evaluator):
 
         self._flat = backend.jit(flat)
 
+        def score(probabilities, batch):  # the first settings' losses on their logits
+            logits = tuple(
+                batch_scores.as_logits(probabilities[..., s, :], network.output_activation)
+                for s in range(network.num_losses)
+            )
+            return batch_scores.score_batch(
+                probabilities,
+                logits,
+                batch,
+                output_activation=network.output_activation,
+                thresholds=self.thresholds,
+                ignore_index=self.ignore_index,
+            )
+
+        self._score = backend.jit(score)
+
     def passes(self, state):
         network, num_settings = self.network, len(self.network.settings)
         predict = lambda tiles: np.asarray(self._flat(state, tiles))  # noqa: E731
@@ -357,30 +334,15 @@ class FullSizeEvaluator(Evaluator):
                 predict, example["image"], self.tile, align=network.align, bucket=True, pad_to=pad
             )
             probabilities = flat.reshape(*flat.shape[:-1], num_settings, -1)[None]
-            logits = tuple(
-                _as_logits(probabilities[..., s, :], network.output_activation)
-                for s in range(network.num_losses)
-            )
             batch = {key: np.asarray([value]) for key, value in example.items()}
-            scores = score_batch(
-                jnp.asarray(probabilities),
-                logits,
-                {key: batch[key] for key in ("mask", "weight") if key in batch},
-                output_activation=network.output_activation,
-                thresholds=self.thresholds,
-                ignore_index=self.ignore_index,
-            )
+            scored = {key: batch[key] for key in ("mask", "weight") if key in batch}
+            scores = self._score(*batch_scores.bucketed(probabilities, scored, network.align))
             yield batch, scores, probabilities
 
     def gather(self, array: np.ndarray) -> np.ndarray:
         if jax.process_count() == 1:
             return array
         return np.asarray(multihost_utils.process_allgather(array, tiled=True))
-
-
-def _as_logits(probabilities: np.ndarray, output_activation: str) -> jax.Array:
-    p = np.clip(probabilities, EPSILON, 1 - EPSILON)
-    return jnp.asarray(np.log(p) if output_activation == "softmax" else np.log(p) - np.log1p(-p))
 
 
 def make(
