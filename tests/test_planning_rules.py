@@ -175,14 +175,14 @@ def test_the_chosen_norm_is_timed_again_and_the_run_keeps_the_recipe_its_fit_dec
 
 @pytest.mark.parametrize(
     ("num_steps", "evaluate", "checkpoint", "log"),
-    [(453, 91, 46, 9), (30, 10, 10, 2), (5, 5, 5, 1), (250_000, 50_000, 25_000, 50)],
+    [(453, 92, 46, 9), (30, 20, 10, 2), (5, 5, 5, 1), (250_000, 50_000, 25_000, 50)],
 )
-def test_a_planned_run_evaluates_five_times_and_checkpoints_ten(
+def test_a_planned_run_evaluates_five_times_on_checkpoints_and_checkpoints_ten(
     num_steps, evaluate, checkpoint, log
 ):
-    """By hand: 453 steps evaluate every 91 (91, 182, 273, 364 and the final 453) and
-    checkpoint every 46; never more often than every 10 steps nor less than once; a log line
-    every fifth of a checkpoint interval, at most 50 steps apart."""
+    """By hand: 453 steps checkpoint every 46 and evaluate at every second checkpoint (92, 184,
+    276, 368 and the final 453); never more often than every 10 steps nor less than once; a log
+    line every fifth of a checkpoint interval, at most 50 steps apart."""
     assert rules.intervals(num_steps) == {
         "train.eval_every": evaluate,
         "train.checkpoint_every": checkpoint,

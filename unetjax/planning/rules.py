@@ -12,6 +12,7 @@ from unetjax.planning import fingerprint
 TRAIN_SHARE = 0.8  # of the time budget; the rest compiles, evaluates and checkpoints
 # Each evaluation scores every validation case per head and in the accurate mode: 21 s on the
 # 17-minute CPU hippocampus run, so ten of them took a fifth of its budget (benchmarks/RESULTS.md).
+# Evaluations fall on every (CHECKPOINTS // EVALUATIONS)th checkpoint (`intervals`).
 EVALUATIONS, CHECKPOINTS = 5, 10
 SGD_FROM_STEPS = 5000
 MIN_STEPS, MAX_STEPS = 10, 250_000
@@ -129,16 +130,17 @@ def evaluation(fp: dict) -> str:
 
 
 def intervals(num_steps: int) -> dict:
-    """Evaluate EVALUATIONS times, the last at the final step; checkpoint CHECKPOINTS times, so
-    a crash loses at most a tenth of the run (and none of them more often than every 10
-    steps)."""
+    """Checkpoint CHECKPOINTS times, so a crash loses at most a tenth of the run (never more
+    often than every 10 steps); evaluate about EVALUATIONS times, the last at the final step, on
+    checkpoint steps: an evaluation also saves, and off them it added a save a step or two from a
+    checkpoint's."""
 
     def every(times: int) -> int:
         return max(1, min(num_steps, max(10, math.ceil(num_steps / times))))
 
     checkpoint = every(CHECKPOINTS)
     return {
-        "train.eval_every": every(EVALUATIONS),
+        "train.eval_every": min(num_steps, checkpoint * (CHECKPOINTS // EVALUATIONS)),
         "train.checkpoint_every": checkpoint,
         "train.log_every": max(1, min(50, checkpoint // 5)),
     }
