@@ -23,9 +23,10 @@ predicted as `predict` predicts them; the MONAI arm by the same Dice and
 `evaluation.surface.hd95` on the same whole volumes, predicted by MONAI's
 `sliding_window_inference` at the plan's patch (overlap 0.5, Gaussian, a small case padded with
 its minimum as in training), kept per case, with the same bootstrap CIs. Writes
-<workdir>/results.json (arms run separately are added to it) and prints it; --table prints it
-as markdown, with the per-case differences plan minus hand (paired, on the same held-out
-cases). Runs with other --train-seed values go in other workdirs;
+<workdir>/results.json (arms run separately are added to it) and prints it, and MONAI's
+per-case scores as <workdir>/monai/eval_validation/per_case.csv; --table prints it as
+markdown, with the per-case differences plan minus hand and plan minus MONAI (paired, on the
+same held-out cases). Runs with other --train-seed values go in other workdirs;
 `--table --workdir A B C` then also prints each seed's mean Dice and the differences of the
 seed-averaged cases. Needs a quiet machine: the arms are compared at equal wall-clock time.
 """
@@ -184,7 +185,8 @@ def monai_arm(args) -> dict:
         json.loads((args.workdir / "plan" / "config.json").read_text())
     )
     dataset = data.prepare(config.data)
-    batches = data.train_iterator(dataset, batch_size=config.train.batch_size, seed=0)
+    batches = data.train_iterator(dataset, batch_size=config.train.batch_size, seed=args.train_seed)
+    torch.manual_seed(args.train_seed)  # its initialisation, as config.seed seeds ours
     net = BasicUNetPlusPlus(
         spatial_dims=3,
         in_channels=config.model.in_channels,
@@ -204,10 +206,13 @@ def monai_arm(args) -> dict:
         loss.backward()
         optimizer.step()
         steps += 1
+    train_seconds = time.time() - start
     net.eval()
     scores = {name: {"dice": [], "hd95": []} for name in CLASSES.values()}
+    cases = []
     with torch.no_grad():
         for example in data.eval_examples(dataset, "validation"):
+            cases.append(str(example["id"]))
             image = torch.from_numpy(np.moveaxis(example["image"], -1, 0)[None].copy())
             logits = sliding_window_inference(
                 image,
@@ -235,12 +240,34 @@ def monai_arm(args) -> dict:
         name: {metric: [float(v) for v in values] for metric, values in per.items()}
         for name, per in scores.items()
     }
+    write_per_case(args.workdir / "monai" / "eval_validation" / "per_case.csv", cases, per_case)
     return {
-        "train_seconds": time.time() - start,
+        "train_seconds": train_seconds,
         "steps": steps,
         "summary": summary,
         "per_case": per_case,
     }
+
+
+def write_per_case(path: pathlib.Path, cases: list[str], per_case: dict) -> None:
+    """MONAI's per-case Dice and HD95 as rows of evaluate's per_case.csv (one setting, written
+    as depth 1, fast), so `paired` and `seed_means` compare it case by case like the other
+    arms."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["case", "depth", "mode", "class", "dice", "hd95"])
+        writer.writeheader()
+        for value, name in CLASSES.items():
+            for index, case in enumerate(cases):
+                writer.writerow(
+                    {
+                        "case": case,
+                        "depth": 1,
+                        "mode": "fast",
+                        "class": value,
+                        **{metric: per_case[name][metric][index] for metric in ("dice", "hd95")},
+                    }
+                )
 
 
 def _cell(entry: dict) -> str:
@@ -343,17 +370,21 @@ def seed_means(workdirs: list[pathlib.Path], arms: list[str]) -> str:
 
 
 def print_tables(workdirs: list[pathlib.Path]) -> None:
-    """Each workdir's results.json as markdown; then, where every workdir holds both arms, the
-    mean Dice per seed and the per-case differences plan minus hand."""
-    both = True
+    """Each workdir's results.json as markdown; then, for hand and for MONAI where every
+    workdir holds that arm's per-case scores and the plan's, the mean Dice per seed and the
+    per-case differences plan minus that arm."""
     for workdir in workdirs:
         results = json.loads((workdir / "results.json").read_text())
         print(f"{workdir}:\n{table(results)}\n")
-        both = both and {"plan", "hand"} <= results.keys()
-    if both:
-        if len(workdirs) > 1:
-            print(seed_means(workdirs, ["plan", "hand"]) + "\n")
-        print(paired(workdirs, "plan", "hand"))
+    for reference in ("hand", "monai"):
+        if all(
+            (workdir / arm / "eval_validation" / "per_case.csv").is_file()
+            for workdir in workdirs
+            for arm in ("plan", reference)
+        ):
+            if len(workdirs) > 1:
+                print(seed_means(workdirs, ["plan", reference]) + "\n")
+            print(paired(workdirs, "plan", reference) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -375,8 +406,9 @@ def main(argv: list[str] | None = None) -> None:
         "--train-seed",
         type=int,
         default=0,
-        help="config.seed of the unetjax arms (initialisation, batches, augmentation); at 17 "
-        "CPU minutes a second seed moved an arm's mean Dice by up to 0.07, so compare seeds",
+        help="config.seed of the unetjax arms (initialisation, batches, augmentation), and the "
+        "MONAI arm's torch seed and batches; at 17 CPU minutes a second seed moved an arm's mean "
+        "Dice by up to 0.07, so compare seeds",
     )
     parser.add_argument(
         "--table", action="store_true", help="print <workdir>/results.json as markdown, run none"

@@ -185,6 +185,33 @@ def _per_case_csvs(folder, values):
         (folder / arm / "eval_validation" / "per_case.csv").write_text(header + "\n".join(rows))
 
 
+def test_the_monai_arms_scores_pair_with_the_plans_by_case_not_by_position(tmp_path):
+    """MONAI's scores, kept in evaluation order (b before a), are written as per_case rows;
+    by hand, plan minus MONAI: Anterior Dice a 0.8 - 0.7, b 0.6 - 0.5 (paired by position it
+    would be +0.3 and -0.1, better on one case); Posterior Dice a 0.7 - 0.6, b 0.9 - 0.9;
+    Anterior HD95 a 2 - 2, b 5 - 6."""
+    from benchmarks.hippocampus_plan import paired, write_per_case
+
+    plan = {("a", 1): (0.8, 2.0), ("b", 1): (0.6, 5.0), ("a", 2): (0.7, 3.0), ("b", 2): (0.9, 1.0)}
+    _per_case_csvs(tmp_path / "s0", {"plan": plan})
+    monai = {
+        "Anterior": {"dice": [0.5, 0.7], "hd95": [6.0, 2.0]},
+        "Posterior": {"dice": [0.9, 0.6], "hd95": [1.0, 3.0]},
+    }
+    write_per_case(
+        tmp_path / "s0" / "monai" / "eval_validation" / "per_case.csv", ["b", "a"], monai
+    )
+    lines = {
+        line.split(" | ")[0]: line
+        for line in paired([tmp_path / "s0"], "plan", "monai").splitlines()
+    }
+    assert lines["| dice Anterior"].startswith("| dice Anterior | +0.100 [")
+    assert lines["| dice Anterior"].endswith("| 2 of 2 |")
+    assert lines["| dice Posterior"].startswith("| dice Posterior | +0.050 [")
+    assert lines["| hd95 Anterior"].startswith("| hd95 Anterior | -0.500 [")
+    assert lines["| hd95 Posterior"].startswith("| hd95 Posterior | +0.000 [")
+
+
 def test_the_hippocampus_benchmark_pairs_plan_and_hand_case_by_case(tmp_path):
     """Hand-built per_case.csv files: the table's differences are the per-case means (deepest
     head, fast mode; the shallower head and the accurate mode are ignored), HD95 counts a
