@@ -64,12 +64,11 @@ def bucketed(
     probabilities: np.ndarray, batch: dict[str, np.ndarray], align: int | tuple[int, ...]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One image's probabilities (1, *spatial, S, K) and mask (and weight) zero-padded at their
-    end to a size bucket (`tiling.bucket_size`), with the "scored" region that leaves the
-    padding out: a split of many sizes compiles its scoring for a few shapes, not per image
-    (benchmarks/RESULTS.md)."""
+    end to a size bucket (`tiling.bucket_shape`, as predict's whole images), with the "scored"
+    region that leaves the padding out: a split of many sizes compiles its scoring for a few
+    shapes, not per image (benchmarks/RESULTS.md)."""
     spatial = probabilities.shape[1:-2]
-    aligns = np.broadcast_to(align, len(spatial))
-    bucket = tuple(tiling.bucket_size(s, int(a)) for s, a in zip(spatial, aligns, strict=True))
+    bucket = tiling.bucket_shape(spatial, align)
     widths = [(0, 0)] + [(0, b - s) for b, s in zip(bucket, spatial, strict=True)]
 
     def padded(array: np.ndarray) -> np.ndarray:

@@ -335,8 +335,8 @@ class FullSizeEvaluator(Evaluator):
             )
             probabilities = flat.reshape(*flat.shape[:-1], num_settings, -1)[None]
             batch = {key: np.asarray([value]) for key, value in example.items()}
-            scored = {key: batch[key] for key in ("mask", "weight") if key in batch}
-            scores = self._score(*batch_scores.bucketed(probabilities, scored, network.align))
+            references = {key: batch[key] for key in ("mask", "weight") if key in batch}
+            scores = self._score(*batch_scores.bucketed(probabilities, references, network.align))
             yield batch, scores, probabilities
 
     def gather(self, array: np.ndarray) -> np.ndarray:

@@ -64,15 +64,19 @@ def bucket_size(size: int, align: int) -> int:
     return round_up(round_up(size, step), align)
 
 
+def bucket_shape(spatial: Sequence[int], align: int | Sequence[int]) -> tuple[int, ...]:
+    """`bucket_size` of each axis of a spatial shape (`align` an int or one per axis)."""
+    aligns = _per_axis(align, len(spatial), "align")
+    return tuple(bucket_size(s, a) for s, a in zip(spatial, aligns, strict=True))
+
+
 def pad_to_bucket(
     image: np.ndarray, align: int | Sequence[int]
 ) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Mirror-pads (*spatial, C) at its end to `bucket_size` per axis (`align` an int or one
-    per axis); returns the crop too."""
+    """Mirror-pads (*spatial, C) at its end to `bucket_shape`; returns the crop too."""
     spatial = image.shape[:-1]
-    aligns = _per_axis(align, len(spatial), "align")
-    padding = [(0, bucket_size(s, a) - s) for s, a in zip(spatial, aligns, strict=True)]
-    padding += [(0, 0)]
+    bucket = bucket_shape(spatial, align)
+    padding = [(0, b - s) for b, s in zip(bucket, spatial, strict=True)] + [(0, 0)]
     crop = tuple(slice(0, size) for size in spatial)
     return (_mirror_pad(image, padding) if any(a for _, a in padding) else image), crop
 
